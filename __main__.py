@@ -1,0 +1,101 @@
+"""The workflow platform: one stack per environment, composed from five components.
+
+Everything a stack differs in comes from its Pulumi.<stack>.yaml, read and validated by components.config.
+"""
+
+import pulumi
+
+from components import config
+from components.app_tier import AppTier, AppTierArgs
+from components.data_plane import Connections, DataPlane, DataPlaneArgs
+from components.edge_ingress import Backend, EdgeIngress, EdgeIngressArgs
+from components.network import PlatformNamespaces, platform_flows
+from components.observability import Observability, ObservabilityArgs, otlp_endpoint
+from components.worker_pool import WorkerPool, WorkerPoolArgs
+
+stack = config.load()
+namespaces = PlatformNamespaces()
+
+data = DataPlane(
+    "data",
+    DataPlaneArgs(
+        namespace=namespaces.data,
+        postgres=stack.postgres,
+        rabbitmq=stack.rabbitmq,
+        redis=stack.redis,
+        storage_class=stack.storage_class,
+        install_cloudnative_pg=stack.installs("cloudnative-pg"),
+        cloudnative_pg_namespace=namespaces.cloudnative_pg,
+        install_rabbitmq_operator=stack.installs("rabbitmq-cluster-operator"),
+    ),
+)
+
+app = AppTier(
+    "app",
+    AppTierArgs(
+        namespace=namespaces.app,
+        api=stack.api,
+        image=stack.image,
+        build_context="app",
+        connections=data.connections,
+        otlp_endpoint=otlp_endpoint(namespaces.observability),
+    ),
+)
+
+workers = WorkerPool(
+    "workers",
+    WorkerPoolArgs(
+        namespace=app.namespace,
+        namespace_name=namespaces.app,
+        workers=stack.workers,
+        image_ref=app.image_ref,
+        runtime_env=app.runtime_env,
+        connection_secret_name=app.connection_secret_name,
+        amqp_url_key=Connections.AMQP_URL_KEY,
+        install_keda=stack.installs("keda"),
+        keda_namespace=namespaces.keda,
+    ),
+)
+
+observability = Observability(
+    "observability",
+    ObservabilityArgs(
+        namespace=namespaces.observability,
+        config=stack.observability,
+        storage_class=stack.storage_class,
+        install_prometheus_stack=stack.installs("kube-prometheus-stack"),
+        scrape_targets=(*app.scrape_targets, *workers.scrape_targets, *data.scrape_targets),
+    ),
+)
+
+edge = EdgeIngress(
+    "edge",
+    EdgeIngressArgs(
+        namespace=namespaces.edge,
+        edge=stack.edge,
+        backend=Backend(
+            namespace=app.namespace,
+            namespace_name=namespaces.app,
+            service=app.service_name,
+            port=app.service_port,
+        ),
+        install_cert_manager=stack.installs("cert-manager"),
+        cert_manager_namespace=namespaces.cert_manager,
+        install_envoy_gateway=stack.installs("envoy-gateway"),
+        envoy_gateway_namespace=namespaces.envoy_gateway,
+        flows=tuple(platform_flows(namespaces, stack.workers.egress_cidrs)),
+        platform_namespaces={
+            namespaces.app: app.namespace,
+            **data.namespaces,
+            **workers.namespaces,
+            **observability.namespaces,
+        },
+    ),
+)
+
+pulumi.export("apiUrl", edge.api_url)
+pulumi.export("webSocketUrl", edge.ws_url)
+pulumi.export("imageRef", app.image_ref)
+pulumi.export("appNamespace", app.namespace)
+pulumi.export("bootstrapApiKeySecret", app.bootstrap_key_secret_name)
+pulumi.export("grafanaAdminSecret", observability.grafana_admin_secret_name)

@@ -1,0 +1,311 @@
+"""DataPlane: PostgreSQL (CloudNativePG), RabbitMQ (Cluster Operator, quorum queues) and Valkey for one stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.charts import (
+    CLOUDNATIVE_PG,
+    RABBITMQ_CLUSTER_OPERATOR_MANIFEST,
+    RABBITMQ_CLUSTER_OPERATOR_NAMESPACE,
+    VALKEY,
+    install_chart,
+)
+from components.config import StatefulServiceConfig
+from components.labels import labels
+from components.observability import ScrapeTarget
+from components.workload import namespace, secret_env
+
+POSTGRES_CLUSTER = "workflow-postgres"
+RABBITMQ_CLUSTER = "workflow-rabbitmq"
+VALKEY_RELEASE = "workflow-valkey"
+DATABASE = "workflow"
+APP_USER = "workflow"
+
+# Ports the app and the scrapers reach; the network policies are derived from these.
+POSTGRES_PORT = 5432
+AMQP_PORT = 5672
+VALKEY_PORT = 6379
+POSTGRES_METRICS_PORT = 9187
+RABBITMQ_METRICS_PORT = 15692
+VALKEY_METRICS_PORT = 9121
+POSTGRES_STATUS_PORT = 8000
+RABBITMQ_MANAGEMENT_PORT = 15672
+
+
+@dataclass(frozen=True)
+class Connections:
+    """Connection URLs of the data services (Pulumi secrets), and how the app receives them from a Secret."""
+
+    database_url: pulumi.Output[str]
+    amqp_url: pulumi.Output[str]
+    redis_url: pulumi.Output[str]
+
+    # Environment variable of the container contract -> key in the connection Secret.
+    ENV_KEYS = {"APP_DATABASE_URL": "database-url", "APP_AMQP_URL": "amqp-url", "APP_REDIS_URL": "redis-url"}
+    AMQP_URL_KEY = "amqp-url"
+
+    def secret_data(self) -> dict[str, pulumi.Output[str]]:
+        return {"database-url": self.database_url, "amqp-url": self.amqp_url, "redis-url": self.redis_url}
+
+    def env(self, secret_name: pulumi.Input[str]) -> list[dict]:
+        return [secret_env(variable, secret_name, key) for variable, key in self.ENV_KEYS.items()]
+
+
+@dataclass(frozen=True)
+class DataPlaneArgs:
+    namespace: str
+    postgres: StatefulServiceConfig
+    rabbitmq: StatefulServiceConfig
+    redis: StatefulServiceConfig
+    storage_class: str | None
+    install_cloudnative_pg: bool
+    cloudnative_pg_namespace: str
+    install_rabbitmq_operator: bool
+
+
+class DataPlane(pulumi.ComponentResource):
+    def __init__(self, name: str, args: DataPlaneArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("workflow-platform:index:DataPlane", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        data_ns = namespace(args.namespace, pod_security="restricted", labels=labels("data"), opts=child)
+        self.namespace = data_ns.metadata.name
+        # Namespaces this component created, by name; the edge's network policies cover each.
+        self.namespaces: dict[str, pulumi.Output[str]] = {args.namespace: self.namespace}
+
+        operators: dict[str, list[pulumi.Resource]] = {"postgres": [], "rabbitmq": []}
+        if args.install_cloudnative_pg:
+            cnpg_ns = namespace(
+                args.cloudnative_pg_namespace, pod_security="restricted", labels=labels("postgres-operator"), opts=child
+            )
+            self.namespaces[args.cloudnative_pg_namespace] = cnpg_ns.metadata.name
+            operators["postgres"].append(install_chart(CLOUDNATIVE_PG, cnpg_ns.metadata.name, CLOUDNATIVE_PG_VALUES, child))
+        if args.install_rabbitmq_operator:
+            # v2.ConfigFile renders every object of the manifest, its own namespace included, into previews.
+            operator = k8s.yaml.v2.ConfigFile(
+                "rabbitmq-cluster-operator", file=RABBITMQ_CLUSTER_OPERATOR_MANIFEST, opts=child
+            )
+            operators["rabbitmq"].append(operator)
+            self.namespaces[RABBITMQ_CLUSTER_OPERATOR_NAMESPACE] = operator.resources.apply(
+                lambda _: RABBITMQ_CLUSTER_OPERATOR_NAMESPACE
+            )
+
+        host = lambda service: pulumi.Output.concat(service, ".", self.namespace, ".svc.cluster.local")  # noqa: E731
+
+        postgres_password = self._password("postgres")
+        self._postgres(args, postgres_password, pulumi.ResourceOptions(parent=self, depends_on=operators["postgres"]))
+        rabbitmq_password = self._password("rabbitmq")
+        self._rabbitmq(args, rabbitmq_password, pulumi.ResourceOptions(parent=self, depends_on=operators["rabbitmq"]))
+        valkey_password = self._password("valkey")
+        self._valkey(args, valkey_password, self._password("valkey-replication"), child)
+
+        self.connections = Connections(
+            database_url=pulumi.Output.secret(
+                pulumi.Output.format(
+                    "postgresql://{0}:{1}@{2}:{3}/{4}",
+                    APP_USER,
+                    postgres_password,
+                    host(f"{POSTGRES_CLUSTER}-rw"),
+                    POSTGRES_PORT,
+                    DATABASE,
+                )
+            ),
+            amqp_url=pulumi.Output.secret(
+                pulumi.Output.format(
+                    "amqp://{0}:{1}@{2}:{3}/%2F", APP_USER, rabbitmq_password, host(RABBITMQ_CLUSTER), AMQP_PORT
+                )
+            ),
+            redis_url=pulumi.Output.secret(
+                pulumi.Output.format(
+                    "redis://default:{0}@{1}:{2}/0", valkey_password, host(VALKEY_RELEASE), VALKEY_PORT
+                )
+            ),
+        )
+        self.scrape_targets = (
+            ScrapeTarget(
+                "postgres", args.namespace, {"cnpg.io/cluster": POSTGRES_CLUSTER}, "metrics", POSTGRES_METRICS_PORT,
+                via_service=False,
+            ),
+            ScrapeTarget(
+                "rabbitmq", args.namespace, {"app.kubernetes.io/name": RABBITMQ_CLUSTER}, "prometheus",
+                RABBITMQ_METRICS_PORT,
+            ),
+            ScrapeTarget(
+                "valkey", args.namespace, {"app.kubernetes.io/instance": VALKEY_RELEASE}, "metrics", VALKEY_METRICS_PORT,
+                via_service=False,
+            ),
+        )
+        self.register_outputs({"namespace": self.namespace})
+
+    def _password(self, service: str) -> pulumi.Output[str]:
+        # URL-safe characters only: the passwords are embedded in connection URLs.
+        return random.RandomPassword(
+            f"{service}-password", length=40, special=False, opts=pulumi.ResourceOptions(parent=self)
+        ).result
+
+    def _secret(self, name: str, data: dict, opts: pulumi.ResourceOptions, secret_type: str = "Opaque"):
+        return k8s.core.v1.Secret(
+            name,
+            metadata={"name": name, "namespace": self.namespace, "labels": labels("data")},
+            type=secret_type,
+            string_data=data,
+            opts=opts,
+        )
+
+    def _postgres(self, args: DataPlaneArgs, password: pulumi.Output[str], opts: pulumi.ResourceOptions) -> None:
+        credentials = self._secret(
+            f"{POSTGRES_CLUSTER}-app-credentials",
+            {"username": APP_USER, "password": password},
+            pulumi.ResourceOptions(parent=self),
+            secret_type="kubernetes.io/basic-auth",
+        )
+        storage = {"size": args.postgres.storage_size}
+        if args.storage_class:
+            storage["storageClass"] = args.storage_class
+        k8s.apiextensions.CustomResource(
+            POSTGRES_CLUSTER,
+            api_version="postgresql.cnpg.io/v1",
+            kind="Cluster",
+            metadata={"name": POSTGRES_CLUSTER, "namespace": self.namespace, "labels": labels("postgres")},
+            spec={
+                "instances": args.postgres.replicas,
+                "primaryUpdateStrategy": "unsupervised",
+                "storage": storage,
+                "resources": args.postgres.resources.to_k8s(),
+                "affinity": {"enablePodAntiAffinity": True, "topologyKey": "kubernetes.io/hostname"},
+                "enablePDB": True,
+                "bootstrap": {
+                    "initdb": {"database": DATABASE, "owner": APP_USER, "secret": {"name": credentials.metadata.name}}
+                },
+                "postgresql": {
+                    "parameters": {
+                        "max_connections": "400",
+                        "shared_buffers": "25%",
+                        "effective_cache_size": "50%",
+                        "wal_compression": "on",
+                    }
+                },
+            },
+            opts=opts,
+        )
+
+    def _rabbitmq(self, args: DataPlaneArgs, password: pulumi.Output[str], opts: pulumi.ResourceOptions) -> None:
+        host = pulumi.Output.concat(RABBITMQ_CLUSTER, ".", self.namespace, ".svc")
+        # The operator takes the default user from this Secret instead of generating one.
+        default_user = self._secret(
+            f"{RABBITMQ_CLUSTER}-app-user",
+            {
+                "username": APP_USER,
+                "password": password,
+                "host": host,
+                "port": str(AMQP_PORT),
+                "provider": "rabbitmq",
+                "type": "rabbitmq",
+                "default_user.conf": pulumi.Output.format("default_user = {0}\ndefault_pass = {1}\n", APP_USER, password),
+            },
+            pulumi.ResourceOptions(parent=self),
+        )
+        persistence = {"storage": args.rabbitmq.storage_size}
+        if args.storage_class:
+            persistence["storageClassName"] = args.storage_class
+        k8s.apiextensions.CustomResource(
+            RABBITMQ_CLUSTER,
+            api_version="rabbitmq.com/v1beta1",
+            kind="RabbitmqCluster",
+            metadata={"name": RABBITMQ_CLUSTER, "namespace": self.namespace, "labels": labels("rabbitmq")},
+            spec={
+                "replicas": args.rabbitmq.replicas,
+                "resources": args.rabbitmq.resources.to_k8s(),
+                "persistence": persistence,
+                "secretBackend": {"externalSecret": {"name": default_user.metadata.name}},
+                "rabbitmq": {
+                    "additionalConfig": "\n".join(
+                        [
+                            # New queues are replicated quorum queues unless a client asks otherwise.
+                            "default_queue_type = quorum",
+                            "cluster_partition_handling = pause_minority",
+                            "vm_memory_high_watermark.relative = 0.8",
+                        ]
+                    ),
+                },
+                "affinity": _spread_pods({"app.kubernetes.io/name": RABBITMQ_CLUSTER}),
+            },
+            opts=opts,
+        )
+
+    def _valkey(
+        self,
+        args: DataPlaneArgs,
+        password: pulumi.Output[str],
+        replication_password: pulumi.Output[str],
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        auth = self._secret(
+            f"{VALKEY_RELEASE}-users", {"default": password, REPLICATION_USER: replication_password}, opts
+        )
+        install_chart(
+            VALKEY,
+            self.namespace,
+            valkey_values(args.redis, args.storage_class, auth.metadata.name),
+            pulumi.ResourceOptions(parent=self, depends_on=[auth]),
+            release_name=VALKEY_RELEASE,
+        )
+
+
+def _spread_pods(selector: dict[str, str]) -> dict:
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": selector},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        }
+    }
+
+
+CLOUDNATIVE_PG_VALUES = {
+    "crds": {"create": True},
+    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+}
+
+REPLICATION_USER = "replicator"
+
+
+def valkey_values(redis: StatefulServiceConfig, storage_class: str | None, users_secret: pulumi.Input[str]) -> dict:
+    """Values of Valkey's official chart: ACL auth from our Secret, persistence, replicas and the exporter."""
+    persistence = {"enabled": True, "size": redis.storage_size}
+    if storage_class:
+        persistence["storageClass"] = storage_class
+    return {
+        "fullnameOverride": VALKEY_RELEASE,
+        "resources": redis.resources.to_k8s(),
+        "persistence": persistence,
+        "auth": {
+            "enabled": True,
+            "usersExistingSecret": users_secret,
+            "aclUsers": {
+                "default": {"permissions": "~* &* +@all"},
+                REPLICATION_USER: {
+                    "permissions": "+psync +replconf +ping +info +role +replicaof +slaveof",
+                },
+            },
+        },
+        "replica": {
+            "enabled": redis.replicas > 1,
+            "replicas": max(redis.replicas - 1, 1),
+            "replicationUser": REPLICATION_USER,
+            "persistence": {"size": redis.storage_size},
+        },
+        "affinity": _spread_pods({"app.kubernetes.io/instance": VALKEY_RELEASE}),
+        "metrics": {"enabled": True},
+    }

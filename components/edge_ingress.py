@@ -1,0 +1,275 @@
+"""EdgeIngress: the Gateway API entry (Envoy Gateway) with HTTPS from cert-manager, per-client rate limits, request
+size limits, and the NetworkPolicies of every namespace of the platform."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.charts import CERT_MANAGER, ENVOY_GATEWAY, install_chart
+from components.config import EdgeConfig
+from components.labels import labels
+from components.network import Flow, render_policies
+from components.workload import CONTAINER_SECURITY_CONTEXT, namespace
+
+GATEWAY_NAME = "workflow"
+ENVOY_PROXY_NAME = "workflow-edge"
+ACME_SERVERS = {
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+    "letsencrypt-production": "https://acme-v02.api.letsencrypt.org/directory",
+}
+ENVOY_GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The Service the Gateway routes to."""
+
+    namespace: pulumi.Input[str]
+    namespace_name: str
+    service: pulumi.Input[str]
+    port: int
+
+
+@dataclass(frozen=True)
+class EdgeIngressArgs:
+    namespace: str
+    edge: EdgeConfig
+    backend: Backend
+    install_cert_manager: bool
+    cert_manager_namespace: str
+    install_envoy_gateway: bool
+    envoy_gateway_namespace: str
+    flows: tuple[Flow, ...]
+    # Every namespace the other components created, by name: each gets default-deny and its flows.
+    platform_namespaces: Mapping[str, pulumi.Output[str]]
+
+
+class EdgeIngress(pulumi.ComponentResource):
+    def __init__(self, name: str, args: EdgeIngressArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("workflow-platform:index:EdgeIngress", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        edge = args.edge
+
+        # Envoy's shutdown-manager sidecar is not configurable to `restricted`; baseline still forbids host access.
+        edge_ns = namespace(args.namespace, pod_security="baseline", labels=labels("edge"), opts=child)
+        self.namespace = edge_ns.metadata.name
+        namespaces = {**args.platform_namespaces, args.namespace: self.namespace}
+
+        controllers: list[pulumi.Resource] = []
+        if args.install_cert_manager:
+            cm_ns = namespace(args.cert_manager_namespace, pod_security="restricted", labels=labels("cert-manager"), opts=child)
+            namespaces[args.cert_manager_namespace] = cm_ns.metadata.name
+            controllers.append(install_chart(CERT_MANAGER, cm_ns.metadata.name, CERT_MANAGER_VALUES, child))
+        if args.install_envoy_gateway:
+            eg_ns = namespace(args.envoy_gateway_namespace, pod_security="restricted", labels=labels("envoy-gateway"), opts=child)
+            namespaces[args.envoy_gateway_namespace] = eg_ns.metadata.name
+            envoy_gateway = install_chart(ENVOY_GATEWAY, eg_ns.metadata.name, ENVOY_GATEWAY_VALUES, child)
+            controllers.append(envoy_gateway)
+            k8s.apiextensions.CustomResource(
+                "gateway-class",
+                api_version="gateway.networking.k8s.io/v1",
+                kind="GatewayClass",
+                metadata={"name": edge.gateway_class_name, "labels": labels("edge")},
+                spec={"controllerName": ENVOY_GATEWAY_CONTROLLER},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[envoy_gateway]),
+            )
+        after_controllers = pulumi.ResourceOptions(parent=self, depends_on=controllers)
+
+        def custom(resource: str, api_version: str, kind: str, spec: dict, *, namespace=self.namespace, **metadata):
+            return k8s.apiextensions.CustomResource(
+                resource,
+                api_version=api_version,
+                kind=kind,
+                metadata={"name": resource, "namespace": namespace, "labels": labels("edge"), **metadata},
+                spec=spec,
+                opts=after_controllers,
+            )
+
+        custom(
+            ENVOY_PROXY_NAME,
+            "gateway.envoyproxy.io/v1alpha1",
+            "EnvoyProxy",
+            envoy_proxy_spec(edge.proxy_replicas),
+        )
+        custom(
+            edge.tls_issuer,
+            "cert-manager.io/v1",
+            "Issuer",
+            {
+                "acme": {
+                    "server": ACME_SERVERS[edge.tls_issuer],
+                    "email": edge.acme_email,
+                    "privateKeySecretRef": {"name": f"{edge.tls_issuer}-account-key"},
+                    "solvers": [
+                        {
+                            "http01": {
+                                "gatewayHTTPRoute": {
+                                    "parentRefs": [
+                                        {"name": GATEWAY_NAME, "kind": "Gateway", "sectionName": "http"}
+                                    ]
+                                }
+                            }
+                        }
+                    ],
+                }
+            },
+        )
+        gateway = custom(
+            GATEWAY_NAME,
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            {
+                "gatewayClassName": edge.gateway_class_name,
+                "infrastructure": {
+                    "parametersRef": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": ENVOY_PROXY_NAME}
+                },
+                "listeners": [
+                    {"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": {"namespaces": {"from": "Same"}}},
+                    *(_https_listener(listener, host) for listener, host in (("api", edge.api_host), ("ws", edge.ws_host))),
+                ],
+            },
+            # cert-manager issues one certificate per HTTPS listener, from the listener's hostname.
+            annotations={"cert-manager.io/issuer": edge.tls_issuer},
+        )
+
+        custom(
+            "https-redirect",
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            {
+                "parentRefs": [{"name": GATEWAY_NAME, "sectionName": "http"}],
+                "hostnames": [edge.api_host, edge.ws_host],
+                "rules": [{"filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]}],
+            },
+        )
+        backend_ref = {
+            "name": args.backend.service,
+            "namespace": args.backend.namespace_name,
+            "port": args.backend.port,
+        }
+        for route, host in (("api", edge.api_host), ("ws", edge.ws_host)):
+            custom(
+                route,
+                "gateway.networking.k8s.io/v1",
+                "HTTPRoute",
+                {
+                    "parentRefs": [{"name": GATEWAY_NAME, "sectionName": f"https-{route}"}],
+                    "hostnames": [host],
+                    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": [backend_ref]}],
+                },
+            )
+        # The API answers requests; its body size is capped by buffering, which WebSockets cannot go through.
+        custom("api", "gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy", {
+            **_route_target("api"),
+            "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
+            "requestBuffer": {"limit": edge.max_request_body_size},
+        })
+        custom("ws", "gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy", {
+            **_route_target("ws"),
+            "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
+        })
+        custom(GATEWAY_NAME, "gateway.envoyproxy.io/v1alpha1", "ClientTrafficPolicy", {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
+            "tls": {"minVersion": "1.2"},
+            "headers": {"withUnderscoresAction": "RejectRequest"},
+            "timeout": {"http": {"requestReceivedTimeout": "30s", "idleTimeout": "300s"}},
+        })
+        # The API's Service lives in the app namespace: routes from here may reach it, and nothing else may.
+        custom(
+            "edge-routes",
+            "gateway.networking.k8s.io/v1",
+            "ReferenceGrant",
+            {
+                "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": args.namespace}],
+                "to": [{"group": "", "kind": "Service", "name": args.backend.service}],
+            },
+            namespace=args.backend.namespace,
+        )
+
+        render_policies(list(args.flows), namespaces, child)
+
+        self.api_url = f"https://{edge.api_host}"
+        self.ws_url = f"wss://{edge.ws_host}"
+        self.gateway_name = gateway.metadata["name"]
+        self.register_outputs({"api_url": self.api_url, "ws_url": self.ws_url, "gateway_name": self.gateway_name})
+
+
+def _https_listener(name: str, host: str) -> dict:
+    return {
+        "name": f"https-{name}",
+        "protocol": "HTTPS",
+        "port": 443,
+        "hostname": host,
+        "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": f"{name}-tls"}]},
+        "allowedRoutes": {"namespaces": {"from": "Same"}},
+    }
+
+
+def _route_target(route: str) -> dict:
+    return {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route}]}
+
+
+def _per_client_rate_limit(requests_per_second: int) -> dict:
+    """One token bucket per client IP on each Envoy replica (local: no shared rate-limit service needed)."""
+    return {
+        "local": {
+            "rules": [
+                {
+                    "clientSelectors": [{"sourceCIDR": {"type": "Distinct", "value": "0.0.0.0/0"}}],
+                    "limit": {"requests": requests_per_second, "unit": "Second"},
+                }
+            ]
+        }
+    }
+
+
+def envoy_proxy_spec(replicas: int) -> dict:
+    return {
+        "provider": {
+            "type": "Kubernetes",
+            "kubernetes": {
+                "envoyDeployment": {
+                    "replicas": replicas,
+                    "container": {
+                        "resources": {
+                            "requests": {"cpu": "250m", "memory": "256Mi"},
+                            "limits": {"cpu": "2", "memory": "1Gi"},
+                        },
+                        "securityContext": {
+                            key: value
+                            for key, value in CONTAINER_SECURITY_CONTEXT.items()
+                            if key not in ("runAsUser", "runAsGroup")
+                        },
+                    },
+                    "pod": {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}},
+                },
+                "envoyPDB": {"maxUnavailable": 1},
+                # Local keeps the client's source address, which per-client rate limits key on.
+                "envoyService": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
+            },
+        }
+    }
+
+
+CERT_MANAGER_VALUES = {
+    "crds": {"enabled": True, "keep": True},
+    "config": {
+        "apiVersion": "controller.config.cert-manager.io/v1alpha1",
+        "kind": "ControllerConfiguration",
+        "gatewayAPI": {"enabled": True},
+    },
+    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+}
+
+ENVOY_GATEWAY_VALUES = {
+    "config": {
+        "envoyGateway": {
+            # Proxies run beside their Gateway, so the edge namespace's policies govern them.
+            "provider": {"type": "Kubernetes", "kubernetes": {"deploy": {"type": "GatewayNamespace"}}},
+        }
+    },
+}

@@ -1,0 +1,161 @@
+"""WorkerPool: the workers that run workflow steps, scaled by KEDA on the length of their RabbitMQ queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.charts import KEDA, install_chart
+from components.config import WorkerConfig
+from components.labels import labels, selector_labels
+from components.observability import ScrapeTarget
+from components.workload import HttpProbes, container, deployment, namespace, pod_template, service_account
+
+METRICS_PORT = 9100
+# Time a worker gets, after its longest step ends, to ack, flush telemetry and close its connections.
+SHUTDOWN_MARGIN_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class WorkerPoolArgs:
+    namespace: pulumi.Input[str]
+    namespace_name: str
+    workers: WorkerConfig
+    image_ref: pulumi.Input[str]
+    runtime_env: list[dict]
+    connection_secret_name: pulumi.Input[str]
+    amqp_url_key: str
+    install_keda: bool
+    keda_namespace: str
+
+
+class WorkerPool(pulumi.ComponentResource):
+    def __init__(self, name: str, args: WorkerPoolArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("workflow-platform:index:WorkerPool", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        workers = args.workers
+
+        keda_ready: list[pulumi.Resource] = []
+        self.namespaces: dict[str, pulumi.Output[str]] = {}
+        if args.install_keda:
+            keda_ns = namespace(args.keda_namespace, pod_security="restricted", labels=labels("keda"), opts=child)
+            self.namespaces[args.keda_namespace] = keda_ns.metadata.name
+            keda_ready.append(install_chart(KEDA, keda_ns.metadata.name, KEDA_VALUES, child))
+
+        account = service_account("workflow-worker", args.namespace, labels("worker"), child)
+        worker = deployment(
+            "workflow-worker",
+            namespace=args.namespace,
+            labels=labels("worker"),
+            selector=selector_labels("worker"),
+            template=pod_template(
+                labels=labels("worker"),
+                selector=selector_labels("worker"),
+                service_account=account.metadata.name,
+                # SIGTERM stops intake; the pod is killed only after its longest step could have finished.
+                termination_grace_seconds=workers.max_task_timeout_seconds + SHUTDOWN_MARGIN_SECONDS,
+                containers=[
+                    container(
+                        name="worker",
+                        image=args.image_ref,
+                        args=["worker"],
+                        resources=workers.resources,
+                        probes=HttpProbes(port="metrics", readiness_path="/healthz"),
+                        ports={"metrics": METRICS_PORT},
+                        env=[
+                            *args.runtime_env,
+                            {"name": "APP_METRICS_PORT", "value": str(METRICS_PORT)},
+                            {"name": "APP_WORKER_CONCURRENCY", "value": str(workers.concurrency)},
+                            {"name": "APP_WORKER_QUEUE", "value": workers.queue},
+                            {"name": "APP_MAX_TASK_TIMEOUT_S", "value": str(workers.max_task_timeout_seconds)},
+                            {"name": "OTEL_SERVICE_NAME", "value": "workflow-worker"},
+                        ],
+                    )
+                ],
+            ),
+            opts=child,
+        )
+
+        k8s.core.v1.Service(
+            "workflow-worker-metrics",
+            metadata={"name": "workflow-worker-metrics", "namespace": args.namespace, "labels": labels("worker")},
+            spec={
+                "type": "ClusterIP",
+                "clusterIP": "None",
+                "selector": selector_labels("worker"),
+                "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+            },
+            opts=child,
+        )
+
+        keda_opts = pulumi.ResourceOptions(parent=self, depends_on=keda_ready)
+        auth = k8s.apiextensions.CustomResource(
+            "workflow-worker-rabbitmq",
+            api_version="keda.sh/v1alpha1",
+            kind="TriggerAuthentication",
+            metadata={"name": "workflow-worker-rabbitmq", "namespace": args.namespace, "labels": labels("worker")},
+            spec={
+                "secretTargetRef": [
+                    {"parameter": "host", "name": args.connection_secret_name, "key": args.amqp_url_key}
+                ]
+            },
+            opts=keda_opts,
+        )
+        k8s.apiextensions.CustomResource(
+            "workflow-worker",
+            api_version="keda.sh/v1alpha1",
+            kind="ScaledObject",
+            metadata={"name": "workflow-worker", "namespace": args.namespace, "labels": labels("worker")},
+            spec={
+                "scaleTargetRef": {"name": worker.metadata.name},
+                "minReplicaCount": workers.replicas.min,
+                "maxReplicaCount": workers.replicas.max,
+                "pollingInterval": 5,
+                "cooldownPeriod": 300,
+                "advanced": {
+                    "horizontalPodAutoscalerConfig": {
+                        "behavior": {
+                            "scaleUp": {
+                                "stabilizationWindowSeconds": 0,
+                                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+                            },
+                            "scaleDown": {
+                                "stabilizationWindowSeconds": 300,
+                                "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}],
+                            },
+                        }
+                    }
+                },
+                "triggers": [
+                    {
+                        "type": "rabbitmq",
+                        "metadata": {
+                            "protocol": "amqp",
+                            "queueName": workers.queue,
+                            "mode": "QueueLength",
+                            "value": str(workers.queue_length_target),
+                        },
+                        "authenticationRef": {"name": auth.metadata["name"]},
+                    }
+                ],
+            },
+            opts=keda_opts,
+        )
+
+        self.deployment_name = worker.metadata.name
+        self.scrape_targets = (
+            ScrapeTarget("workflow-worker", args.namespace_name, selector_labels("worker"), "metrics", METRICS_PORT),
+        )
+        self.register_outputs({"deployment_name": self.deployment_name})
+
+
+KEDA_VALUES = {
+    "resources": {
+        "operator": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "metricServer": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "webhooks": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+    },
+    "prometheus": {"operator": {"enabled": True}, "metricServer": {"enabled": True}},
+}

@@ -1,0 +1,181 @@
+"""Runs the real Pulumi program (`__main__.py`) for one stack under Pulumi mocks and records what it creates.
+
+Under mocks Pulumi reads neither Pulumi.yaml's defaults nor the stack file, so this loads both the way the CLI does,
+sets the config with the project prefix, and runs the program afresh. Every registered resource is captured with
+its type, parent and inputs; Kubernetes objects are turned back into manifests for schema validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks, settings
+from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key, deserialize_properties
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "workflow-platform"
+STACKS = ("dev", "staging", "prod")
+
+COMPONENT_TYPES = {
+    f"{PROJECT}:index:{name}" for name in ("AppTier", "WorkerPool", "DataPlane", "Observability", "EdgeIngress")
+}
+# Provider-side components: under mocks their children are not rendered, the resource itself is what we check.
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+HELM_CHART = "kubernetes:helm.sh/v4:Chart"
+YAML_CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
+NOT_MANIFESTS = {HELM_RELEASE, HELM_CHART, YAML_CONFIG_FILE}
+
+
+@dataclass
+class Resource:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+
+    @property
+    def is_kubernetes_object(self) -> bool:
+        return self.custom and self.type.startswith("kubernetes:") and self.type not in NOT_MANIFESTS
+
+    def manifest(self) -> dict[str, Any]:
+        """The object as the provider would send it: secrets unwrapped, auto-naming filling a missing name."""
+        manifest = {key: reveal(value) for key, value in self.inputs.items() if not key.startswith("__")}
+        metadata = dict(manifest.get("metadata") or {})
+        if not metadata.get("name"):
+            metadata["name"] = f"{self.name}-{hashlib.sha1(self.urn.encode()).hexdigest()[:8]}"
+        manifest["metadata"] = metadata
+        return manifest
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(_special_sig_key) == _special_secret_sig
+
+
+def reveal(value: Any) -> Any:
+    """The plain value inside Pulumi's secret markers, at any depth."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {key: reveal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [reveal(item) for item in value]
+    return value
+
+
+@dataclass
+class StackRun:
+    stack: str
+    config: dict[str, str]
+    resources: list[Resource] = field(default_factory=list)
+    outputs: dict[str, pulumi.Output] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def kind(self, kind: str) -> list[dict]:
+        return [m for m in self.manifests() if m.get("kind") == kind]
+
+    def manifests(self) -> list[dict]:
+        return [r.manifest() for r in self.resources if r.is_kubernetes_object]
+
+    def by_urn(self) -> dict[str, Resource]:
+        return {r.urn: r for r in self.resources}
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    """Gives each resource the outputs its provider would compute; everything else echoes the inputs."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = hashlib.sha256(args.name.encode()).hexdigest()[: int(args.inputs.get("length", 16))]
+        if args.typ == "docker-build:index:Image":
+            outputs["digest"] = "sha256:" + hashlib.sha256(args.name.encode()).hexdigest()
+        if args.typ.startswith("kubernetes:") and isinstance(outputs.get("metadata"), dict):
+            metadata = dict(outputs["metadata"])
+            metadata.setdefault("name", f"{args.name}-generated")
+            outputs["metadata"] = metadata
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class _RecordingMonitor(mocks.MockMonitor):
+    def __init__(self, mocks_: pulumi.runtime.Mocks, run: StackRun):
+        super().__init__(mocks_)
+        self._run = run
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        self._run.resources.append(
+            Resource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=request.custom,
+                inputs=deserialize_properties(request.object, keep_unknowns=True),
+            )
+        )
+        return response
+
+
+def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, str]:
+    """Pulumi.yaml defaults overlaid with Pulumi.<stack>.yaml, then `overrides`, as the CLI passes them."""
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    values: dict[str, Any] = {
+        f"{PROJECT}:{key}": spec["default"] for key, spec in declared.items() if "default" in spec
+    }
+    values.update(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
+    for key, value in (overrides or {}).items():
+        full_key = f"{PROJECT}:{key}"
+        if value is None:
+            values.pop(full_key, None)
+        else:
+            values[full_key] = value
+    return {key: _config_string(value) for key, value in values.items()}
+
+
+def _config_string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        if isinstance(value, dict) and "secure" in value:
+            raise ValueError("secure: values cannot be decrypted under mocks; tests must override them")
+        return json.dumps(value)
+    return str(value)
+
+
+def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> StackRun:
+    """Runs __main__.py for `stack` under mocks; raises what the program raises (e.g. a ConfigError)."""
+    run = StackRun(stack=stack, config=stack_config(stack, overrides))
+    resource_mocks = _Mocks()
+    pulumi.runtime.set_mocks(
+        resource_mocks,
+        project=PROJECT,
+        stack=stack,
+        preview=False,
+        monitor=_RecordingMonitor(resource_mocks, run),
+    )
+    pulumi.runtime.set_all_config(run.config)
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    finally:
+        run.outputs = dict(pulumi.runtime.get_root_resource().outputs)
+    return run
