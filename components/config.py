@@ -163,8 +163,8 @@ class _Reader:
         self._config = config
         self.errors: list[str] = []
 
-    def _fail(self, key: str, value: object, allowed: str) -> None:
-        self.errors.append(f"{PROJECT}:{key} = {json.dumps(value)} is not allowed: {allowed}")
+    def _fail(self, key: str, raw: str, allowed: str) -> None:
+        self.errors.append(f"{PROJECT}:{key} = {_shown(raw)} is not allowed: {allowed}")
 
     def _read(self, key: str, parse: Callable[[str], T], allowed: str, fallback: T) -> T:
         raw = self._config.get(key)
@@ -227,7 +227,7 @@ class _Reader:
         low = self.integer(f"{prefix}ReplicasMin", minimum=1)
         high = self.integer(f"{prefix}ReplicasMax", minimum=1)
         if low > high:
-            self._fail(f"{prefix}ReplicasMax", high, f"must be >= {prefix}ReplicasMin ({low})")
+            self._fail(f"{prefix}ReplicasMax", str(high), f"must be >= {prefix}ReplicasMin ({low})")
         return Replicas(min=low, max=high)
 
     def resources(self, prefix: str) -> Resources:
@@ -252,10 +252,19 @@ class _Reader:
     def stateful_service(self, prefix: str, replicas_key: str, odd: bool = False) -> StatefulServiceConfig:
         replicas = self.integer(replicas_key, minimum=1)
         if odd and replicas % 2 == 0:
-            self._fail(replicas_key, replicas, "must be 1 or an odd number, so a quorum survives a lost node")
+            self._fail(replicas_key, str(replicas), "must be 1 or an odd number, so a quorum survives a lost node")
         return StatefulServiceConfig(
             replicas=replicas, storage_size=self.bytes_(f"{prefix}StorageSize"), resources=self.resources(prefix)
         )
+
+
+def _shown(raw: str) -> str:
+    """A value as the stack file would spell it: numbers and lists bare, strings quoted."""
+    try:
+        json.loads(raw)
+        return raw
+    except ValueError:
+        return json.dumps(raw)
 
 
 def _addon(name: str) -> str:

@@ -43,6 +43,7 @@ class Resource:
     parent: str
     custom: bool
     inputs: dict[str, Any]
+    outputs: dict[str, Any]
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -78,7 +79,8 @@ class StackRun:
     stack: str
     config: dict[str, str]
     resources: list[Resource] = field(default_factory=list)
-    outputs: dict[str, pulumi.Output] = field(default_factory=dict)
+    # Stack outputs, resolved: name -> (value, whether Pulumi keeps it as a secret).
+    outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)
 
     def of_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
@@ -91,6 +93,9 @@ class StackRun:
 
     def by_urn(self) -> dict[str, Resource]:
         return {r.urn: r for r in self.resources}
+
+    def generated_passwords(self) -> set[str]:
+        return {reveal(r.outputs["result"]) for r in self.of_type("random:index/randomPassword:RandomPassword")}
 
 
 class _Mocks(pulumi.runtime.Mocks):
@@ -127,6 +132,7 @@ class _RecordingMonitor(mocks.MockMonitor):
                 parent=request.parent,
                 custom=request.custom,
                 inputs=deserialize_properties(request.object, keep_unknowns=True),
+                outputs=deserialize_properties(response.object, keep_unknowns=True),
             )
         )
         return response
@@ -174,8 +180,8 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> StackRun:
     pulumi.runtime.set_all_config(run.config)
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
-    try:
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
-    finally:
-        run.outputs = dict(pulumi.runtime.get_root_resource().outputs)
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    for name, value in pulumi.runtime.get_root_resource().outputs.items():
+        output = pulumi.Output.from_input(value)
+        run.outputs[name] = (_sync_await(output.future()), _sync_await(output.is_secret()))
     return run
