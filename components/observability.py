@@ -12,7 +12,7 @@ import pulumi_random as random
 from components.charts import JAEGER, KUBE_PROMETHEUS_STACK, install_chart
 from components.config import ObservabilityConfig
 from components.labels import labels
-from components.workload import namespace
+from components.workload import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, namespace
 
 JAEGER_RELEASE = "jaeger"
 OTLP_GRPC_PORT = 4317
@@ -100,7 +100,7 @@ class Observability(pulumi.ComponentResource):
 
 def otlp_endpoint(namespace: str) -> str:
     """Where workloads send OTLP traces (gRPC); a plain name, so tracing never waits on this component."""
-    return f"http://{JAEGER_RELEASE}-collector.{namespace}.svc.cluster.local:{OTLP_GRPC_PORT}"
+    return f"http://{JAEGER_RELEASE}.{namespace}.svc.cluster.local:{OTLP_GRPC_PORT}"
 
 
 def prometheus_stack_values(config: ObservabilityConfig, storage_class: str | None, grafana_admin: pulumi.Input[str]):
@@ -131,4 +131,14 @@ def prometheus_stack_values(config: ObservabilityConfig, storage_class: str | No
     }
 
 
-JAEGER_VALUES: dict = {}
+JAEGER_VALUES = {
+    # Jaeger v2 all-in-one keeping recent traces in memory: no datastore to run, traces do not outlive the pod.
+    "provisionDataStore": {"cassandra": False, "elasticsearch": False, "kafka": False},
+    "storage": {"type": "memory"},
+    "jaeger": {
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
+        "serviceAccount": {"automountServiceAccountToken": False},
+        "podSecurityContext": POD_SECURITY_CONTEXT,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+    },
+}

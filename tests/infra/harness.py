@@ -44,6 +44,7 @@ class Resource:
     custom: bool
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    depends_on: tuple[str, ...]
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -87,6 +88,14 @@ class StackRun:
 
     def kind(self, kind: str) -> list[dict]:
         return [m for m in self.manifests() if m.get("kind") == kind]
+
+    def one(self, kind: str, name: str) -> dict:
+        (manifest,) = [m for m in self.kind(kind) if m["metadata"]["name"] == name]
+        return manifest
+
+    def resource(self, type_: str, name: str) -> Resource:
+        (resource,) = [r for r in self.resources if r.type == type_ and r.name == name]
+        return resource
 
     def manifests(self) -> list[dict]:
         return [r.manifest() for r in self.resources if r.is_kubernetes_object]
@@ -133,6 +142,7 @@ class _RecordingMonitor(mocks.MockMonitor):
                 custom=request.custom,
                 inputs=deserialize_properties(request.object, keep_unknowns=True),
                 outputs=deserialize_properties(response.object, keep_unknowns=True),
+                depends_on=tuple(request.dependencies),
             )
         )
         return response

@@ -1,0 +1,125 @@
+"""The NetworkPolicies admit the flows the platform needs and nothing else, evaluated as Kubernetes would."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from components.labels import selector_labels
+
+INTERNET = "internet"
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    labels: dict
+
+    def matches(self, peer: dict) -> bool:
+        if "ipBlock" in peer:
+            return False  # ipBlocks are for addresses outside the cluster; pods are matched by selectors
+        namespace_labels = peer.get("namespaceSelector", {}).get("matchLabels")
+        if namespace_labels is not None and namespace_labels != {"kubernetes.io/metadata.name": self.namespace}:
+            return False
+        return peer.get("podSelector", {}).get("matchLabels", {}).items() <= self.labels.items()
+
+
+API = Pod("workflow", selector_labels("api"))
+WORKER = Pod("workflow", selector_labels("worker"))
+MIGRATE = Pod("workflow", selector_labels("migrate"))
+POSTGRES = Pod("workflow-data", {"cnpg.io/cluster": "workflow-postgres"})
+RABBITMQ = Pod("workflow-data", {"app.kubernetes.io/name": "workflow-rabbitmq"})
+ENVOY = Pod("workflow-edge", {"app.kubernetes.io/name": "envoy"})
+PROMETHEUS = Pod("workflow-observability", {"app.kubernetes.io/name": "prometheus"})
+JAEGER = Pod("workflow-observability", {"app.kubernetes.io/name": "jaeger"})
+
+
+def _rules(run, pod: Pod, direction: str):
+    """The rules of `direction` that apply to `pod`, or None when no policy isolates it in that direction."""
+    selecting = [
+        p["spec"]
+        for p in run.kind("NetworkPolicy")
+        if p["metadata"]["namespace"] == pod.namespace
+        and direction in p["spec"]["policyTypes"]
+        and p["spec"]["podSelector"].get("matchLabels", {}).items() <= pod.labels.items()
+    ]
+    if not selecting:
+        return None
+    return [rule for spec in selecting for rule in spec.get(direction.lower(), [])]
+
+
+def _port_allowed(rule: dict, port: int) -> bool:
+    return not rule.get("ports") or any(p["port"] == port for p in rule["ports"])
+
+
+def allowed(run, source, destination, port: int) -> bool:
+    if source != INTERNET:
+        egress = _rules(run, source, "Egress")
+        to_ok = egress is None or any(
+            _port_allowed(rule, port)
+            and (
+                not rule.get("to")
+                or any(destination.matches(peer) if destination != INTERNET else "ipBlock" in peer for peer in rule["to"])
+            )
+            for rule in egress
+        )
+        if not to_ok:
+            return False
+    if destination == INTERNET:
+        return True
+    ingress = _rules(run, destination, "Ingress")
+    return ingress is None or any(
+        _port_allowed(rule, port)
+        and (
+            not rule.get("from")
+            or any(source.matches(peer) if source != INTERNET else "ipBlock" in peer for peer in rule["from"])
+        )
+        for rule in ingress
+    )
+
+
+NEEDED = [
+    (INTERNET, ENVOY, 10443),
+    (ENVOY, API, 8000),
+    (API, POSTGRES, 5432),
+    (API, RABBITMQ, 5672),
+    (WORKER, POSTGRES, 5432),
+    (WORKER, RABBITMQ, 5672),
+    (MIGRATE, POSTGRES, 5432),
+    (WORKER, JAEGER, 4317),
+    (PROMETHEUS, API, 8000),
+    (PROMETHEUS, WORKER, 9100),
+    (WORKER, INTERNET, 443),
+]
+
+FORBIDDEN = [
+    (INTERNET, API, 8000),
+    (INTERNET, POSTGRES, 5432),
+    (ENVOY, POSTGRES, 5432),
+    (ENVOY, WORKER, 9100),
+    (API, INTERNET, 443),
+    (MIGRATE, RABBITMQ, 5672),
+    (API, WORKER, 9100),
+    (POSTGRES, API, 8000),
+    (API, POSTGRES, 22),
+]
+
+
+def _name(flow):
+    source, destination, port = flow
+    label = lambda end: end if end == INTERNET else next(iter(end.labels.values()))  # noqa: E731
+    return f"{label(source)}->{label(destination)}:{port}"
+
+
+@pytest.mark.parametrize("flow", NEEDED, ids=map(_name, NEEDED))
+def test_the_platform_can_make_the_connections_it_needs(stack, flow):
+    assert allowed(stack, *flow)
+
+
+@pytest.mark.parametrize("flow", FORBIDDEN, ids=map(_name, FORBIDDEN))
+def test_every_other_connection_is_denied(stack, flow):
+    assert not allowed(stack, *flow)
+
+
+def test_every_pod_may_resolve_names(stack):
+    for pod in (API, WORKER, POSTGRES, ENVOY, PROMETHEUS):
+        assert allowed(stack, pod, Pod("kube-system", {"k8s-app": "kube-dns"}), 53)
