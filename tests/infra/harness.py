@@ -50,28 +50,29 @@ class Resource:
     def is_kubernetes_object(self) -> bool:
         return self.custom and self.type.startswith("kubernetes:") and self.type not in NOT_MANIFESTS
 
-    def manifest(self) -> dict[str, Any]:
-        """The object as the provider would send it: secrets unwrapped, auto-naming filling a missing name."""
-        manifest = {key: reveal(value) for key, value in self.inputs.items() if not key.startswith("__")}
-        metadata = dict(manifest.get("metadata") or {})
+    def manifest(self, secret_placeholder: str | None = None) -> dict[str, Any]:
+        """The object as the provider would send it, auto-naming filling a missing name; secrets are revealed,
+        or replaced by `secret_placeholder` when one is given."""
+        fields = {key: reveal(value, secret_placeholder) for key, value in self.inputs.items() if not key.startswith("__")}
+        metadata = dict(fields.pop("metadata", None) or {})
         if not metadata.get("name"):
             metadata["name"] = f"{self.name}-{hashlib.sha1(self.urn.encode()).hexdigest()[:8]}"
-        manifest["metadata"] = metadata
-        return manifest
+        head = {"apiVersion": fields.pop("apiVersion"), "kind": fields.pop("kind"), "metadata": metadata}
+        return head | fields
 
 
 def is_secret(value: Any) -> bool:
     return isinstance(value, dict) and value.get(_special_sig_key) == _special_secret_sig
 
 
-def reveal(value: Any) -> Any:
-    """The plain value inside Pulumi's secret markers, at any depth."""
+def reveal(value: Any, placeholder: str | None = None) -> Any:
+    """The plain value inside Pulumi's secret markers at any depth, or `placeholder` in its place when given."""
     if is_secret(value):
-        return reveal(value["value"])
+        return placeholder if placeholder is not None else reveal(value["value"])
     if isinstance(value, dict):
-        return {key: reveal(item) for key, item in value.items()}
+        return {key: reveal(item, placeholder) for key, item in value.items()}
     if isinstance(value, list):
-        return [reveal(item) for item in value]
+        return [reveal(item, placeholder) for item in value]
     return value
 
 

@@ -10,6 +10,7 @@ from pulumi.runtime import settings
 
 from components import config
 from tests.infra.harness import PROJECT, ROOT, STACKS, run_stack, stack_config
+from tests.infra.reference import configuration_reference, current_readme_table
 
 DECLARED = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
 
@@ -101,3 +102,7 @@ def test_stack_files_set_only_declared_keys(stack):
 def test_every_declared_key_has_a_type_and_a_description():
     for key, spec in DECLARED.items():
         assert spec["type"] in {"string", "integer", "boolean", "array"} and spec["description"], key
+
+
+def test_the_readme_configuration_reference_matches_pulumi_yaml_and_the_stack_files():
+    assert current_readme_table() == configuration_reference(), "run `make config-reference`"

@@ -1,0 +1,29 @@
+# Everything a developer or CI runs, in one place. Only python3 (with venv) and make are needed beforehand.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STACK ?= dev
+
+.PHONY: venv test manifests config-reference dev
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt app/requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+## Every test: the Pulumi program under mocks with offline schema validation.
+test: venv
+	$(PYTHON) -m pytest -ra tests
+
+## Write what a stack creates as manifests: make manifests STACK=prod (into manifests/prod/).
+manifests: venv
+	$(PYTHON) -m tests.infra.render $(STACK) manifests/$(STACK)
+
+## Regenerate the README's configuration reference from Pulumi.yaml and the stack files.
+config-reference: venv
+	$(PYTHON) -m tests.infra.reference
+
+## Run the whole platform locally on embedded defaults.
+dev: venv
+	$(PYTHON) -m app dev

@@ -1,0 +1,1 @@
+"""The workflow platform's own code: API, workers and migrations, run as `python -m app <role>`."""

@@ -1,0 +1,56 @@
+"""`python -m tests.infra.render <stack> <folder>`: writes what a stack creates, as manifests, without a cluster.
+
+One YAML file per Kubernetes object under <folder>/<namespace>/, and <folder>/third-party.yaml listing each Helm
+chart and release manifest with its pinned version and values. Secret values are masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tests.infra.harness import HELM_CHART, HELM_RELEASE, STACKS, YAML_CONFIG_FILE, reveal, run_stack
+
+MASK = "<secret>"
+
+
+def render(stack: str, folder: Path) -> int:
+    run = run_stack(stack)
+    shutil.rmtree(folder, ignore_errors=True)
+    count = 0
+    for resource in run.resources:
+        if not resource.is_kubernetes_object:
+            continue
+        manifest = resource.manifest(secret_placeholder=MASK)
+        namespace = manifest["metadata"].get("namespace", "_cluster")
+        path = folder / namespace / f"{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        count += 1
+    third_party = [
+        {
+            "name": r.name,
+            "installedWith": r.type.split(":")[1],
+            **{key: reveal(r.inputs[key], MASK) for key in ("chart", "version", "repositoryOpts", "namespace", "file", "values") if key in r.inputs},
+        }
+        for r in run.resources
+        if r.type in (HELM_RELEASE, HELM_CHART, YAML_CONFIG_FILE)
+    ]
+    (folder / "third-party.yaml").write_text(yaml.safe_dump(third_party, sort_keys=False))
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stack", choices=STACKS)
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args()
+    count = render(args.stack, args.folder)
+    print(f"{args.stack}: {count} Kubernetes objects and the third-party installs written to {args.folder}/")
+
+
+if __name__ == "__main__":
+    main()
