@@ -12,8 +12,12 @@ $(VENV)/.installed: requirements.txt app/requirements.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-## Every test: the Pulumi program under mocks with offline schema validation.
+LINT := --line-length 120 --target-version py311
+
+## Every test: lint, then the Pulumi program under mocks with offline schema validation.
 test: venv
+	$(PYTHON) -m ruff check $(LINT) --select E,F,W,I,B,UP .
+	$(PYTHON) -m ruff format --check $(LINT) .
 	$(PYTHON) -m pytest -ra tests
 
 ## Write what a stack creates as manifests: make manifests STACK=prod (into manifests/prod/).

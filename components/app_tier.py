@@ -115,9 +115,7 @@ class AppTier(pulumi.ComponentResource):
         )
         self.service_name = service.metadata.name
         self.service_port = API_PORT
-        self.scrape_targets = (
-            ScrapeTarget("workflow-api", args.namespace, selector_labels("api"), "http", API_PORT),
-        )
+        self.scrape_targets = (ScrapeTarget("workflow-api", args.namespace, selector_labels("api"), "http", API_PORT),)
 
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
             "workflow-api",

@@ -1,4 +1,4 @@
-"""Third-party systems the platform installs, each from its official Helm chart (or release manifest) at a pinned version.
+"""Third-party systems the platform installs, each from its official Helm chart or release manifest, pinned.
 
 Each chart says whether it is installed with `helm.v4.Chart` (every object rendered by Pulumi: visible in previews
 and to policies) or with `helm.v3.Release` (Helm itself installs it, which keeps the chart's hooks working).

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Callable, Iterable, TypeVar
+from decimal import Decimal
+from typing import TypeVar
 
 import pulumi
 
@@ -240,12 +241,18 @@ class _Reader:
         if all((resources.cpu_request, resources.cpu_limit)) and cpu_millicores(resources.cpu_request) > cpu_millicores(
             resources.cpu_limit
         ):
-            self._fail(f"{prefix}CpuRequest", resources.cpu_request, f"must not exceed {prefix}CpuLimit ({resources.cpu_limit})")
-        if all((resources.memory_request, resources.memory_limit)) and byte_count(resources.memory_request) > byte_count(
-            resources.memory_limit
-        ):
             self._fail(
-                f"{prefix}MemoryRequest", resources.memory_request, f"must not exceed {prefix}MemoryLimit ({resources.memory_limit})"
+                f"{prefix}CpuRequest",
+                resources.cpu_request,
+                f"must not exceed {prefix}CpuLimit ({resources.cpu_limit})",
+            )
+        if all((resources.memory_request, resources.memory_limit)) and byte_count(
+            resources.memory_request
+        ) > byte_count(resources.memory_limit):
+            self._fail(
+                f"{prefix}MemoryRequest",
+                resources.memory_request,
+                f"must not exceed {prefix}MemoryLimit ({resources.memory_limit})",
             )
         return resources
 
@@ -288,7 +295,9 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
     )
     image = ImageConfig(
         build=image_setting == "build",
-        repository=read.string("imageRepository", _REPOSITORY, "a registry repository such as ghcr.io/org/name, without tag"),
+        repository=read.string(
+            "imageRepository", _REPOSITORY, "a registry repository such as ghcr.io/org/name, without tag"
+        ),
         ref=None if image_setting == "build" else image_setting,
     )
 
@@ -299,14 +308,14 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         max_task_timeout_seconds=read.integer("workerMaxTaskTimeoutSeconds", minimum=1, maximum=86400),
         queue=read.string("workerQueue", _QUEUE_NAME, "a RabbitMQ queue name of 1-255 letters, digits and . _ : -"),
         queue_length_target=read.integer("workerQueueLengthTarget", minimum=1),
-        egress_cidrs=read.string_list("workerEgressCidrs", _cidr, "a list of distinct network CIDRs such as 10.0.0.0/8"),
+        egress_cidrs=read.string_list(
+            "workerEgressCidrs", _cidr, "a list of distinct network CIDRs such as 10.0.0.0/8"
+        ),
     )
 
     stack = StackConfig(
         image=image,
-        addons=frozenset(
-            read.string_list("addons", _addon, "a list of distinct add-ons from: " + ", ".join(ADDONS))
-        ),
+        addons=frozenset(read.string_list("addons", _addon, "a list of distinct add-ons from: " + ", ".join(ADDONS))),
         storage_class=read.string(
             "storageClass", _K8S_NAME, "empty (cluster default) or a StorageClass name", optional=True
         )

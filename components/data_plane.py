@@ -84,7 +84,9 @@ class DataPlane(pulumi.ComponentResource):
                 args.cloudnative_pg_namespace, pod_security="restricted", labels=labels("postgres-operator"), opts=child
             )
             self.namespaces[args.cloudnative_pg_namespace] = cnpg_ns.metadata.name
-            operators["postgres"].append(install_chart(CLOUDNATIVE_PG, cnpg_ns.metadata.name, CLOUDNATIVE_PG_VALUES, child))
+            operators["postgres"].append(
+                install_chart(CLOUDNATIVE_PG, cnpg_ns.metadata.name, CLOUDNATIVE_PG_VALUES, child)
+            )
         if args.install_rabbitmq_operator:
             # v2.ConfigFile renders every object of the manifest, its own namespace included, into previews.
             operator = k8s.yaml.v2.ConfigFile(
@@ -94,8 +96,6 @@ class DataPlane(pulumi.ComponentResource):
             self.namespaces[RABBITMQ_CLUSTER_OPERATOR_NAMESPACE] = operator.resources.apply(
                 lambda _: RABBITMQ_CLUSTER_OPERATOR_NAMESPACE
             )
-
-        host = lambda service: pulumi.Output.concat(service, ".", self.namespace, ".svc.cluster.local")  # noqa: E731
 
         postgres_password = self._password("postgres")
         self._postgres(args, postgres_password, pulumi.ResourceOptions(parent=self, depends_on=operators["postgres"]))
@@ -110,37 +110,51 @@ class DataPlane(pulumi.ComponentResource):
                     "postgresql://{0}:{1}@{2}:{3}/{4}",
                     APP_USER,
                     postgres_password,
-                    host(f"{POSTGRES_CLUSTER}-rw"),
+                    self._host(f"{POSTGRES_CLUSTER}-rw"),
                     POSTGRES_PORT,
                     DATABASE,
                 )
             ),
             amqp_url=pulumi.Output.secret(
                 pulumi.Output.format(
-                    "amqp://{0}:{1}@{2}:{3}/%2F", APP_USER, rabbitmq_password, host(RABBITMQ_CLUSTER), AMQP_PORT
+                    "amqp://{0}:{1}@{2}:{3}/%2F", APP_USER, rabbitmq_password, self._host(RABBITMQ_CLUSTER), AMQP_PORT
                 )
             ),
             redis_url=pulumi.Output.secret(
                 pulumi.Output.format(
-                    "redis://default:{0}@{1}:{2}/0", valkey_password, host(VALKEY_RELEASE), VALKEY_PORT
+                    "redis://default:{0}@{1}:{2}/0", valkey_password, self._host(VALKEY_RELEASE), VALKEY_PORT
                 )
             ),
         )
         self.scrape_targets = (
             ScrapeTarget(
-                "postgres", args.namespace, {"cnpg.io/cluster": POSTGRES_CLUSTER}, "metrics", POSTGRES_METRICS_PORT,
+                "postgres",
+                args.namespace,
+                {"cnpg.io/cluster": POSTGRES_CLUSTER},
+                "metrics",
+                POSTGRES_METRICS_PORT,
                 via_service=False,
             ),
             ScrapeTarget(
-                "rabbitmq", args.namespace, {"app.kubernetes.io/name": RABBITMQ_CLUSTER}, "prometheus",
+                "rabbitmq",
+                args.namespace,
+                {"app.kubernetes.io/name": RABBITMQ_CLUSTER},
+                "prometheus",
                 RABBITMQ_METRICS_PORT,
             ),
             ScrapeTarget(
-                "valkey", args.namespace, {"app.kubernetes.io/instance": VALKEY_RELEASE}, "metrics", VALKEY_METRICS_PORT,
+                "valkey",
+                args.namespace,
+                {"app.kubernetes.io/instance": VALKEY_RELEASE},
+                "metrics",
+                VALKEY_METRICS_PORT,
                 via_service=False,
             ),
         )
         self.register_outputs({"namespace": self.namespace})
+
+    def _host(self, service: str) -> pulumi.Output[str]:
+        return pulumi.Output.concat(service, ".", self.namespace, ".svc.cluster.local")
 
     def _password(self, service: str) -> pulumi.Output[str]:
         # URL-safe characters only: the passwords are embedded in connection URLs.
@@ -195,18 +209,19 @@ class DataPlane(pulumi.ComponentResource):
         )
 
     def _rabbitmq(self, args: DataPlaneArgs, password: pulumi.Output[str], opts: pulumi.ResourceOptions) -> None:
-        host = pulumi.Output.concat(RABBITMQ_CLUSTER, ".", self.namespace, ".svc")
         # The operator takes the default user from this Secret instead of generating one.
         default_user = self._secret(
             f"{RABBITMQ_CLUSTER}-app-user",
             {
                 "username": APP_USER,
                 "password": password,
-                "host": host,
+                "host": self._host(RABBITMQ_CLUSTER),
                 "port": str(AMQP_PORT),
                 "provider": "rabbitmq",
                 "type": "rabbitmq",
-                "default_user.conf": pulumi.Output.format("default_user = {0}\ndefault_pass = {1}\n", APP_USER, password),
+                "default_user.conf": pulumi.Output.format(
+                    "default_user = {0}\ndefault_pass = {1}\n", APP_USER, password
+                ),
             },
             pulumi.ResourceOptions(parent=self),
         )

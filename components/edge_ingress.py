@@ -3,8 +3,8 @@ size limits, and the NetworkPolicies of every namespace of the platform."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -61,11 +61,15 @@ class EdgeIngress(pulumi.ComponentResource):
 
         controllers: list[pulumi.Resource] = []
         if args.install_cert_manager:
-            cm_ns = namespace(args.cert_manager_namespace, pod_security="restricted", labels=labels("cert-manager"), opts=child)
+            cm_ns = namespace(
+                args.cert_manager_namespace, pod_security="restricted", labels=labels("cert-manager"), opts=child
+            )
             namespaces[args.cert_manager_namespace] = cm_ns.metadata.name
             controllers.append(install_chart(CERT_MANAGER, cm_ns.metadata.name, CERT_MANAGER_VALUES, child))
         if args.install_envoy_gateway:
-            eg_ns = namespace(args.envoy_gateway_namespace, pod_security="restricted", labels=labels("envoy-gateway"), opts=child)
+            eg_ns = namespace(
+                args.envoy_gateway_namespace, pod_security="restricted", labels=labels("envoy-gateway"), opts=child
+            )
             namespaces[args.envoy_gateway_namespace] = eg_ns.metadata.name
             envoy_gateway = install_chart(ENVOY_GATEWAY, eg_ns.metadata.name, ENVOY_GATEWAY_VALUES, child)
             controllers.append(envoy_gateway)
@@ -108,9 +112,7 @@ class EdgeIngress(pulumi.ComponentResource):
                         {
                             "http01": {
                                 "gatewayHTTPRoute": {
-                                    "parentRefs": [
-                                        {"name": GATEWAY_NAME, "kind": "Gateway", "sectionName": "http"}
-                                    ]
+                                    "parentRefs": [{"name": GATEWAY_NAME, "kind": "Gateway", "sectionName": "http"}]
                                 }
                             }
                         }
@@ -129,7 +131,10 @@ class EdgeIngress(pulumi.ComponentResource):
                 },
                 "listeners": [
                     {"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": {"namespaces": {"from": "Same"}}},
-                    *(_https_listener(listener, host) for listener, host in (("api", edge.api_host), ("ws", edge.ws_host))),
+                    *(
+                        _https_listener(listener, host)
+                        for listener, host in (("api", edge.api_host), ("ws", edge.ws_host))
+                    ),
                 ],
             },
             # cert-manager issues one certificate per HTTPS listener, from the listener's hostname.
@@ -143,7 +148,13 @@ class EdgeIngress(pulumi.ComponentResource):
             {
                 "parentRefs": [{"name": GATEWAY_NAME, "sectionName": "http"}],
                 "hostnames": [edge.api_host, edge.ws_host],
-                "rules": [{"filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]}],
+                "rules": [
+                    {
+                        "filters": [
+                            {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
+                        ]
+                    }
+                ],
             },
         )
         backend_ref = {
@@ -151,7 +162,11 @@ class EdgeIngress(pulumi.ComponentResource):
             "namespace": args.backend.namespace_name,
             "port": args.backend.port,
         }
-        for route, host in (("api", edge.api_host), ("ws", edge.ws_host)):
+        # Run event streams are long-lived WebSockets: their route has no request timeout.
+        for route, host, timeouts in (
+            ("api", edge.api_host, {}),
+            ("ws", edge.ws_host, {"timeouts": {"request": "0s"}}),
+        ):
             custom(
                 route,
                 "gateway.networking.k8s.io/v1",
@@ -159,25 +174,46 @@ class EdgeIngress(pulumi.ComponentResource):
                 {
                     "parentRefs": [{"name": GATEWAY_NAME, "sectionName": f"https-{route}"}],
                     "hostnames": [host],
-                    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": [backend_ref]}],
+                    "rules": [
+                        {
+                            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                            "backendRefs": [backend_ref],
+                            **timeouts,
+                        }
+                    ],
                 },
             )
         # The API answers requests; its body size is capped by buffering, which WebSockets cannot go through.
-        custom("api", "gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy", {
-            **_route_target("api"),
-            "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
-            "requestBuffer": {"limit": edge.max_request_body_size},
-        })
-        custom("ws", "gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy", {
-            **_route_target("ws"),
-            "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
-        })
-        custom(GATEWAY_NAME, "gateway.envoyproxy.io/v1alpha1", "ClientTrafficPolicy", {
-            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
-            "tls": {"minVersion": "1.2"},
-            "headers": {"withUnderscoresAction": "RejectRequest"},
-            "timeout": {"http": {"requestReceivedTimeout": "30s", "idleTimeout": "300s"}},
-        })
+        custom(
+            "api",
+            "gateway.envoyproxy.io/v1alpha1",
+            "BackendTrafficPolicy",
+            {
+                **_route_target("api"),
+                "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
+                "requestBuffer": {"limit": edge.max_request_body_size},
+            },
+        )
+        custom(
+            "ws",
+            "gateway.envoyproxy.io/v1alpha1",
+            "BackendTrafficPolicy",
+            {
+                **_route_target("ws"),
+                "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
+            },
+        )
+        custom(
+            GATEWAY_NAME,
+            "gateway.envoyproxy.io/v1alpha1",
+            "ClientTrafficPolicy",
+            {
+                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
+                "tls": {"minVersion": "1.2"},
+                "headers": {"withUnderscoresAction": "RejectRequest"},
+                "timeout": {"http": {"requestReceivedTimeout": "30s", "idleTimeout": "300s"}},
+            },
+        )
         # The API's Service lives in the app namespace: routes from here may reach it, and nothing else may.
         custom(
             "edge-routes",

@@ -9,4 +9,8 @@ def selector_labels(component: str) -> dict[str, str]:
 
 
 def labels(component: str) -> dict[str, str]:
-    return {**selector_labels(component), "app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": "pulumi"}
+    return {
+        **selector_labels(component),
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }

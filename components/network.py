@@ -7,8 +7,8 @@ where it ends, in the namespaces this stack manages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s

@@ -93,9 +93,12 @@ class Observability(pulumi.ComponentResource):
             )
 
         self.register_outputs(
-            {"namespace": self.namespace, "otlp_endpoint": self.otlp_endpoint, "grafana_admin_secret": self.grafana_admin_secret_name}
+            {
+                "namespace": self.namespace,
+                "otlp_endpoint": self.otlp_endpoint,
+                "grafana_admin_secret": self.grafana_admin_secret_name,
+            }
         )
-
 
 
 def otlp_endpoint(namespace: str) -> str:
@@ -122,9 +125,7 @@ def prometheus_stack_values(config: ObservabilityConfig, storage_class: str | No
                 "ruleSelectorNilUsesHelmValues": False,
             }
         },
-        "alertmanager": {
-            "alertmanagerSpec": {"replicas": config.alertmanager_replicas, "storage": claim("2Gi")}
-        },
+        "alertmanager": {"alertmanagerSpec": {"replicas": config.alertmanager_replicas, "storage": claim("2Gi")}},
         "grafana": {
             "admin": {"existingSecret": grafana_admin, "userKey": "admin-user", "passwordKey": "admin-password"}
         },

@@ -53,7 +53,9 @@ class Resource:
     def manifest(self, secret_placeholder: str | None = None) -> dict[str, Any]:
         """The object as the provider would send it, auto-naming filling a missing name; secrets are revealed,
         or replaced by `secret_placeholder` when one is given."""
-        fields = {key: reveal(value, secret_placeholder) for key, value in self.inputs.items() if not key.startswith("__")}
+        fields = {
+            key: reveal(value, secret_placeholder) for key, value in self.inputs.items() if not key.startswith("__")
+        }
         metadata = dict(fields.pop("metadata", None) or {})
         if not metadata.get("name"):
             metadata["name"] = f"{self.name}-{hashlib.sha1(self.urn.encode()).hexdigest()[:8]}"

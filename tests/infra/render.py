@@ -34,7 +34,11 @@ def render(stack: str, folder: Path) -> int:
         {
             "name": r.name,
             "installedWith": r.type.split(":")[1],
-            **{key: reveal(r.inputs[key], MASK) for key in ("chart", "version", "repositoryOpts", "namespace", "file", "values") if key in r.inputs},
+            **{
+                key: reveal(r.inputs[key], MASK)
+                for key in ("chart", "version", "repositoryOpts", "namespace", "file", "values")
+                if key in r.inputs
+            },
         }
         for r in run.resources
         if r.type in (HELM_RELEASE, HELM_CHART, YAML_CONFIG_FILE)

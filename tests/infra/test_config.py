@@ -60,12 +60,18 @@ def test_a_bad_value_stops_the_program_naming_key_value_and_what_is_allowed(key,
 
 
 def test_a_minimum_above_the_maximum_is_rejected():
-    with pytest.raises(config.ConfigError, match=r"workflow-platform:apiReplicasMax = 2 is not allowed: must be >= apiReplicasMin \(5\)"):
+    with pytest.raises(
+        config.ConfigError,
+        match=r"workflow-platform:apiReplicasMax = 2 is not allowed: must be >= apiReplicasMin \(5\)",
+    ):
         run_stack("dev", {"apiReplicasMin": 5, "apiReplicasMax": 2})
 
 
 def test_a_request_above_its_limit_is_rejected():
-    with pytest.raises(config.ConfigError, match=r'workerMemoryRequest = "2Gi" is not allowed: must not exceed workerMemoryLimit \(1Gi\)'):
+    with pytest.raises(
+        config.ConfigError,
+        match=r'workerMemoryRequest = "2Gi" is not allowed: must not exceed workerMemoryLimit \(1Gi\)',
+    ):
         run_stack("dev", {"workerMemoryRequest": "2Gi", "workerMemoryLimit": "1Gi"})
 
 

@@ -23,7 +23,11 @@ REPLICA_KEYS = {"api": "apiReplicas", "worker": "workerReplicas"}
 def pod_specs(run):
     for manifest in run.manifests():
         if manifest["kind"] in WORKLOAD_KINDS:
-            yield f"{manifest['kind']}/{manifest['metadata']['name']}", manifest["kind"], manifest["spec"]["template"]["spec"]
+            yield (
+                f"{manifest['kind']}/{manifest['metadata']['name']}",
+                manifest["kind"],
+                manifest["spec"]["template"]["spec"],
+            )
 
 
 def containers(run):
@@ -171,7 +175,9 @@ def test_no_container_has_a_secret_in_its_plain_environment(stack):
     secrets = stack.generated_passwords()
     for where, _, _, container in containers(stack):
         for variable in container.get("env", []):
-            assert not any(secret in str(variable.get("value", "")) for secret in secrets), f"{where} {variable['name']}"
+            assert not any(secret in str(variable.get("value", "")) for secret in secrets), (
+                f"{where} {variable['name']}"
+            )
 
 
 def test_credentials_only_travel_as_pulumi_secrets(stack):
@@ -206,4 +212,3 @@ def _plain_values(value):
     if isinstance(value, list):
         return [item for v in value for item in _plain_values(v)]
     return [str(value)]
-

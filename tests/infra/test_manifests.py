@@ -53,4 +53,7 @@ def test_the_crd_validator_rejects_an_unknown_field():
 
 
 def test_a_kind_without_any_schema_is_reported_unchecked():
-    assert validate({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "x"}}).checked_by == "unchecked"
+    assert (
+        validate({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "x"}}).checked_by
+        == "unchecked"
+    )

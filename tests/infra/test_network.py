@@ -58,7 +58,9 @@ def allowed(run, source, destination, port: int) -> bool:
             _port_allowed(rule, port)
             and (
                 not rule.get("to")
-                or any(destination.matches(peer) if destination != INTERNET else "ipBlock" in peer for peer in rule["to"])
+                or any(
+                    destination.matches(peer) if destination != INTERNET else "ipBlock" in peer for peer in rule["to"]
+                )
             )
             for rule in egress
         )

@@ -17,7 +17,14 @@ def _pulumi_steps(job):
 
 def test_workflows_match_the_github_schema():
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", *map(str, (ROOT / ".github" / "workflows").glob("*.yml"))],
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.github-workflows",
+            *map(str, (ROOT / ".github" / "workflows").glob("*.yml")),
+        ],
         capture_output=True,
         text=True,
     )

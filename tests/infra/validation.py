@@ -48,4 +48,6 @@ def validate(manifest: dict) -> Verdict:
     if not path.exists():
         return Verdict("unchecked")
     errors = _crd_validator(path).iter_errors(manifest)
-    return Verdict("crd", tuple(f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}" for e in errors))
+    return Verdict(
+        "crd", tuple(f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}" for e in errors)
+    )
