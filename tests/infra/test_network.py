@@ -47,35 +47,27 @@ def _rules(run, pod: Pod, direction: str):
     return [rule for spec in selecting for rule in spec.get(direction.lower(), [])]
 
 
-def _port_allowed(rule: dict, port: int) -> bool:
-    return not rule.get("ports") or any(p["port"] == port for p in rule["ports"])
+def _side_allows(run, pod, direction: str, peer_key: str, other_end, port: int) -> bool:
+    """Whether `pod`'s policies in `direction` admit traffic with `other_end` (a Pod, or INTERNET) on `port`."""
+    if pod == INTERNET:
+        return True
+    rules = _rules(run, pod, direction)
+    if rules is None:
+        return True
+
+    def admits(peer: dict) -> bool:
+        return "ipBlock" in peer if other_end == INTERNET else other_end.matches(peer)
+
+    return any(
+        (not rule.get("ports") or any(p["port"] == port for p in rule["ports"]))
+        and (not rule.get(peer_key) or any(admits(peer) for peer in rule[peer_key]))
+        for rule in rules
+    )
 
 
 def allowed(run, source, destination, port: int) -> bool:
-    if source != INTERNET:
-        egress = _rules(run, source, "Egress")
-        to_ok = egress is None or any(
-            _port_allowed(rule, port)
-            and (
-                not rule.get("to")
-                or any(
-                    destination.matches(peer) if destination != INTERNET else "ipBlock" in peer for peer in rule["to"]
-                )
-            )
-            for rule in egress
-        )
-        if not to_ok:
-            return False
-    if destination == INTERNET:
-        return True
-    ingress = _rules(run, destination, "Ingress")
-    return ingress is None or any(
-        _port_allowed(rule, port)
-        and (
-            not rule.get("from")
-            or any(source.matches(peer) if source != INTERNET else "ipBlock" in peer for peer in rule["from"])
-        )
-        for rule in ingress
+    return _side_allows(run, source, "Egress", "to", destination, port) and _side_allows(
+        run, destination, "Ingress", "from", source, port
     )
 
 
