@@ -1,20 +1,162 @@
 """`python -m app api|worker|migrate|dev`: the container contract's entry point."""
 
-import argparse
-import sys
+from __future__ import annotations
 
-ROLES = ("api", "worker", "migrate", "dev")
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import migrations
+from app.http.api import create_app
+from app.observability import configure_logging, configure_tracing
+from app.runtime import Platform, generate_api_key
+from app.settings import Settings
+
+log = logging.getLogger("app")
+
+DEMO_WORKFLOW = {
+    "name": "demo.diamond",
+    "steps": [
+        {"name": "fetch", "task": "builtin.echo", "input": {"source": "demo"}},
+        {"name": "left", "task": "builtin.sleep", "depends_on": ["fetch"], "input": {"seconds": 0.2}},
+        {"name": "right", "task": "builtin.echo", "depends_on": ["fetch"], "input": {"side": "right"}},
+        {"name": "join", "task": "builtin.echo", "depends_on": ["left", "right"]},
+    ],
+}
+
+
+def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False, log_config=None, ws="websockets-sansio")
+    )
+
+
+async def _serve_api(settings: Settings) -> None:
+    platform = Platform.build(settings)
+    await _serve(_server(create_app(platform), settings.host, settings.port))
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    # uvicorn stops gracefully on SIGTERM by itself: it finishes in-flight requests first.
+    await server.serve()
+
+
+def _worker_health_app() -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _run_worker(settings: Settings) -> None:
+    platform = Platform.build(settings)
+    await platform.start()
+    worker = platform.worker()
+    await worker.start()
+    health = _server(_worker_health_app(), settings.host, settings.metrics_port)
+    health.install_signal_handlers = lambda: None
+    health_task = asyncio.create_task(health.serve())
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    log.info("worker %s consuming %s", worker.owner, settings.worker_queue)
+    await stopping.wait()
+    log.info("stopping: finishing %d running steps, taking no new ones", worker.busy)
+    await worker.drain()
+    health.should_exit = True
+    await health_task
+    await platform.stop()
+
+
+async def _run_dev(settings: Settings, host: str, port: int) -> None:
+    platform = Platform.build(settings, embedded=True)
+    app = create_app(platform, manage_lifecycle=False)
+    await platform.start()
+    worker = platform.worker()
+    await worker.start()
+    key = settings.bootstrap_api_key or generate_api_key()
+    await platform.ensure_admin_key(key)
+    from app.engine.definitions import WorkflowSpec
+    from app.http.schemas import WorkflowIn
+
+    demo = WorkflowIn.model_validate(DEMO_WORKFLOW)
+    await platform.engine.register_workflow(
+        WorkflowSpec.from_canonical(
+            {
+                "name": demo.name,
+                "steps": [{**step.model_dump(), "queue": settings.worker_queue} for step in demo.steps],
+            }
+        )
+    )
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(
+        f"""
+workflow-platform dev: API, worker and relay in one process (SQLite, in-process broker, in-process Redis)
+  API        {url}   (docs: {url}/docs)
+  API key    {key}
+  try        curl -s -X POST {url}/v1/workflows/demo.diamond/runs -H 'Authorization: Bearer {key}' \\
+               -H 'Content-Type: application/json' -d '{{"input": {{"order": 42}}}}'
+""",
+        flush=True,
+    )
+    try:
+        await _serve(_server(app, host, port))
+    finally:
+        await worker.drain()
+        await platform.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="Run one role of the workflow platform.")
-    parser.add_argument("role", choices=ROLES)
-    role = parser.parse_args(argv).role
-    print(
-        f"workflow-platform: not yet: the workflow engine that runs `{role}` lands with the workflow engine issue.",
-        file=sys.stderr,
-    )
-    return 2
+    roles = parser.add_subparsers(dest="role", required=True)
+    roles.add_parser("api", help="serve the HTTP API on APP_PORT (8000)")
+    roles.add_parser("worker", help="run steps; health and metrics on APP_METRICS_PORT (9100)")
+    roles.add_parser("migrate", help="apply database migrations and exit")
+    dev = roles.add_parser("dev", help="the whole platform in one process on embedded defaults")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--database", help="SQLite file (default: a file in the temp directory)")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    configure_logging(settings.log_format if args.role != "dev" else "text", settings.log_level)
+    configure_tracing(f"workflow-{args.role}")
+
+    if args.role == "migrate":
+        if not settings.database_url:
+            parser.error("APP_DATABASE_URL is not set")
+        migrations.upgrade(settings.database_url)
+        log.info("database schema is up to date")
+        return 0
+    if args.role == "api":
+        asyncio.run(_serve_api(settings))
+        return 0
+    if args.role == "worker":
+        asyncio.run(_run_worker(settings))
+        return 0
+    database = Path(args.database or os.path.join(tempfile.gettempdir(), "workflow-platform-dev.sqlite3"))
+    settings = settings.model_copy(update={"database_url": settings.database_url or f"sqlite:///{database}"})
+    migrations.upgrade(settings.database_url)
+    asyncio.run(_run_dev(settings, args.host, args.port))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,89 @@
+"""Offload of large step inputs and outputs to S3-compatible object storage.
+
+Rows, queue messages and cache entries stay small when big values live in a bucket: a value whose JSON encoding is
+over the inline limit is uploaded and replaced by a reference `{"$payload": "s3://bucket/key", "bytes": n}`, which
+`resolve` turns back into the value. Without object storage configured, a value over the limit is refused rather
+than silently stored inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import boto3
+
+REFERENCE_KEY = "$payload"
+S3_SCHEME = "s3://"
+
+
+class PayloadError(Exception):
+    pass
+
+
+class PayloadTooLargeError(PayloadError):
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(
+            f"payload is {size_bytes} bytes, over the inline limit of {limit_bytes} bytes, "
+            "and no object storage is configured to offload it to"
+        )
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+
+
+class PayloadStore:
+    def __init__(self, bucket: str, inline_limit_bytes: int, client: Any | None) -> None:
+        """`client` is a boto3 S3 client, or None when no object storage is configured."""
+        self.bucket = bucket
+        self.inline_limit_bytes = inline_limit_bytes
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, endpoint_url: str | None, bucket: str, region: str, inline_limit_bytes: int) -> PayloadStore:
+        """Builds the S3 client; credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID etc.).
+
+        An empty `endpoint_url` means AWS itself; anything else is an S3-compatible service such as MinIO.
+        """
+        client = boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region)
+        return cls(bucket=bucket, inline_limit_bytes=inline_limit_bytes, client=client)
+
+    @staticmethod
+    def is_reference(value: Any) -> bool:
+        return (
+            isinstance(value, dict)
+            and value.keys() == {REFERENCE_KEY, "bytes"}
+            and isinstance(value[REFERENCE_KEY], str)
+            and value[REFERENCE_KEY].startswith(S3_SCHEME)
+        )
+
+    async def offload(self, value: Any, key_hint: str) -> Any:
+        """Returns `value` itself when small enough, otherwise uploads it and returns a reference to it.
+
+        `key_hint` (e.g. "runs/<run id>/<step>") becomes the object's key prefix so related payloads sit together.
+        """
+        encoded = json.dumps(value, separators=(",", ":")).encode()
+        if len(encoded) <= self.inline_limit_bytes:
+            return value
+        if self._client is None:
+            raise PayloadTooLargeError(len(encoded), self.inline_limit_bytes)
+        key = f"{key_hint.strip('/')}/{uuid.uuid4().hex}.json"
+        # boto3 is blocking; a thread keeps the upload from stalling the event loop.
+        await asyncio.to_thread(
+            self._client.put_object, Bucket=self.bucket, Key=key, Body=encoded, ContentType="application/json"
+        )
+        return {REFERENCE_KEY: f"{S3_SCHEME}{self.bucket}/{key}", "bytes": len(encoded)}
+
+    async def resolve(self, value: Any) -> Any:
+        """Returns the value a reference points to; any other value is returned unchanged."""
+        if not self.is_reference(value):
+            return value
+        if self._client is None:
+            raise PayloadError(f"cannot resolve {value[REFERENCE_KEY]}: no object storage is configured")
+        # The reference names its own bucket, so payloads written before a bucket change still resolve.
+        bucket, _, key = value[REFERENCE_KEY].removeprefix(S3_SCHEME).partition("/")
+        return json.loads(await asyncio.to_thread(self._download, bucket, key))
+
+    def _download(self, bucket: str, key: str) -> bytes:
+        return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()

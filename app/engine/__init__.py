@@ -1,0 +1,1 @@
+"""The workflow engine: definitions, state transitions, tasks, and the loops that drive them."""

@@ -1,0 +1,189 @@
+"""The workflow engine's service layer: registering workflows, starting, cancelling and retrying runs, and the
+dispatcher that publishes ready steps once their transaction has committed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.adapters.broker import Broker
+from app.adapters.cache import EventDoorbell
+from app.adapters.payloads import PayloadStore
+from app.adapters.store import Changes, CreatedRun, Dispatch, NewRun, Store, Workflow
+from app.engine import definitions
+from app.engine.definitions import WorkflowSpec
+from app.engine.tasks import TaskRegistry
+from app.observability import metrics, tracing
+
+log = logging.getLogger(__name__)
+
+# Steps per broker message: a worker claims a message's steps in one statement; a cap keeps work spread out.
+STEPS_PER_MESSAGE = 64
+
+
+class UnknownWorkflowError(LookupError):
+    pass
+
+
+class IdempotencyConflictError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    workflow: str
+    input: Any
+    idempotency_key: str | None = None
+
+
+def encode_message(step_ids: list[int]) -> bytes:
+    return orjson.dumps({"steps": step_ids})
+
+
+def decode_message(body: bytes) -> list[int]:
+    """The step ids of a message; ValueError for anything else (such a message is dead-lettered)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"message is not JSON: {error}") from None
+    ids = data.get("steps") if isinstance(data, dict) else None
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError("message has no list of integer step ids under 'steps'")
+    return ids
+
+
+class Dispatcher:
+    """Publishes ready steps and rings event doorbells after commit, coalescing what many concurrent
+    transactions hand it into few broker messages. What it fails to publish stays unpublished in the database,
+    where the relay finds it again: nothing committed is lost."""
+
+    def __init__(self, store: Store, broker: Broker, doorbell: EventDoorbell):
+        self._store = store
+        self._broker = broker
+        self._doorbell = doorbell
+        self._pending: asyncio.Queue[tuple[Changes, float]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        await self._pending.join()
+        if self._task:
+            self._task.cancel()
+
+    def submit(self, changes: Changes) -> None:
+        if changes.dispatches or changes.events:
+            self._pending.put_nowait((changes, time.perf_counter()))
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while not self._pending.empty() and len(batch) < 1000:
+                batch.append(self._pending.get_nowait())
+            try:
+                await self._flush(batch)
+            except Exception:  # noqa: BLE001 - the relay republishes whatever this flush could not
+                log.exception("dispatch failed; the relay will publish the steps again")
+            finally:
+                for _ in batch:
+                    self._pending.task_done()
+
+    async def _flush(self, batch: list[tuple[Changes, float]]) -> None:
+        by_queue: dict[str, list[Dispatch]] = defaultdict(list)
+        run_ids: set[str] = set()
+        oldest = min(started for _, started in batch)
+        for changes, _ in batch:
+            for dispatch in changes.dispatches:
+                by_queue[dispatch.queue].append(dispatch)
+            run_ids.update(str(event["run_id"]) for event in changes.events)
+        published: list[int] = []
+        for queue, dispatches in by_queue.items():
+            ids = list(dict.fromkeys(d.step_id for d in dispatches))
+            bodies = [encode_message(ids[i : i + STEPS_PER_MESSAGE]) for i in range(0, len(ids), STEPS_PER_MESSAGE)]
+            await self._broker.publish(queue, bodies, tracing.inject_headers())
+            published.extend(ids)
+        if published:
+            latency = time.perf_counter() - oldest
+            metrics.ROUTING_LATENCY.observe(latency)
+        await asyncio.gather(self._store.mark_published(published), self._doorbell.ring(run_ids))
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        payloads: PayloadStore,
+        tasks: TaskRegistry,
+        *,
+        max_steps: int,
+        max_timeout_s: float,
+        default_queue: str,
+    ):
+        self.store = store
+        self.dispatcher = dispatcher
+        self.payloads = payloads
+        self.tasks = tasks
+        self.max_steps = max_steps
+        self.max_timeout_s = max_timeout_s
+        self.default_queue = default_queue
+        # Latest version of each workflow, refreshed on registration here and at most a second stale elsewhere.
+        self._latest: dict[str, tuple[float, Workflow]] = {}
+
+    async def register_workflow(self, spec: WorkflowSpec) -> tuple[Workflow, bool]:
+        definitions.validate(
+            spec, known_tasks=set(self.tasks.names()), max_steps=self.max_steps, max_timeout_s=self.max_timeout_s
+        )
+        workflow, created = await self.store.register_workflow(spec)
+        self._latest[workflow.name] = (time.monotonic(), workflow)
+        return workflow, created
+
+    async def latest_workflow(self, name: str) -> Workflow:
+        cached = self._latest.get(name)
+        if cached and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        workflow = await self.store.workflow(name)
+        if workflow is None:
+            raise UnknownWorkflowError(name)
+        self._latest[name] = (time.monotonic(), workflow)
+        return workflow
+
+    async def start_runs(self, requests: list[RunRequest], api_key_id: uuid.UUID | None) -> list[CreatedRun]:
+        workflows = {name: await self.latest_workflow(name) for name in {r.workflow for r in requests}}
+        new_runs = [
+            NewRun(
+                workflow=workflows[request.workflow],
+                input=await self.payloads.offload(request.input, "run-input"),
+                api_key_id=api_key_id,
+                idempotency_key=request.idempotency_key,
+            )
+            for request in requests
+        ]
+        created, changes = await self.store.create_runs(new_runs)
+        for request, run in zip(requests, created, strict=True):
+            if request.idempotency_key and not run.created and run.workflow != request.workflow:
+                raise IdempotencyConflictError(
+                    f"Idempotency-Key {request.idempotency_key!r} was already used for a run of {run.workflow!r}"
+                )
+        self.dispatcher.submit(changes)
+        metrics.RUNS_STARTED.inc(sum(run.created for run in created))
+        return created
+
+    async def cancel_run(self, run_id: uuid.UUID) -> tuple[str | None, bool]:
+        """The run's status afterwards (None: no such run) and whether this call changed it."""
+        status, changes = await self.store.cancel_run(run_id)
+        self.dispatcher.submit(changes)
+        return status, bool(changes.events)
+
+    async def retry_run(self, run_id: uuid.UUID) -> tuple[str | None, bool]:
+        status, changes = await self.store.retry_run(run_id)
+        self.dispatcher.submit(changes)
+        return status, bool(changes.events)

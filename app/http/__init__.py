@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, schemas, authentication and errors."""

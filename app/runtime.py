@@ -1,0 +1,107 @@
+"""Wiring: builds the adapters named by the settings (or their embedded twins) and the engine on top of them.
+The same engine code runs in every mode; only what `Platform.build` plugs in differs."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from app.adapters import cache
+from app.adapters.broker import Broker, MemoryBroker, RabbitBroker
+from app.adapters.database import create_engine
+from app.adapters.payloads import PayloadStore
+from app.adapters.store import ApiKey, Store
+from app.engine.engine import Dispatcher, Engine
+from app.engine.state import RetryPolicy
+from app.engine.tasks import TaskRegistry, registry
+from app.engine.worker import Worker, WorkerSettings
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def generate_api_key() -> str:
+    return "wfp_" + secrets.token_urlsafe(32)
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    store: Store
+    broker: Broker
+    redis: cache.redis.Redis
+    dispatcher: Dispatcher
+    engine: Engine
+    tasks: TaskRegistry
+    payloads: PayloadStore
+
+    @classmethod
+    def build(cls, settings: Settings, *, embedded: bool = False) -> Platform:
+        """Adapters from the connection settings; `embedded` allows the in-process twins for empty ones."""
+        if not embedded:
+            missing = [name for name in ("database_url", "amqp_url", "redis_url") if not getattr(settings, name)]
+            if missing:
+                raise SystemExit("missing settings: " + ", ".join(f"APP_{name.upper()}" for name in missing))
+        import app.engine.http_task  # noqa: F401 - registers http.request
+
+        registry.load_modules(settings.task_modules)
+        store = Store(
+            create_engine(settings.database_url),
+            RetryPolicy(settings.retry_base_s, settings.retry_max_s),
+            settings.republish_after_s,
+        )
+        broker: Broker = (
+            RabbitBroker(settings.amqp_url, settings.delivery_limit)
+            if settings.amqp_url
+            else MemoryBroker(settings.delivery_limit)
+        )
+        redis_client = cache.connect(settings.redis_url)
+        dispatcher = Dispatcher(store, broker, cache.EventDoorbell(redis_client))
+        payloads = PayloadStore.from_settings(
+            endpoint_url=settings.s3_endpoint_url or None,
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            inline_limit_bytes=settings.payload_inline_limit_bytes,
+        )
+        engine = Engine(
+            store,
+            dispatcher,
+            payloads,
+            registry,
+            max_steps=settings.max_steps_per_workflow,
+            max_timeout_s=settings.max_task_timeout_s,
+            default_queue=settings.worker_queue,
+        )
+        return cls(settings, store, broker, redis_client, dispatcher, engine, registry, payloads)
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        self.dispatcher.start()
+        if self.settings.bootstrap_api_key:
+            await self.ensure_admin_key(self.settings.bootstrap_api_key)
+
+    async def stop(self) -> None:
+        await self.dispatcher.stop()
+        await self.broker.close()
+        await self.redis.aclose()
+        await self.store.engine.dispose()
+
+    async def ensure_admin_key(self, secret: str) -> ApiKey:
+        return await self.store.create_api_key("bootstrap", "admin", secret)
+
+    def worker(self) -> Worker:
+        return Worker(
+            self.store,
+            self.broker,
+            self.dispatcher,
+            self.tasks,
+            self.payloads,
+            WorkerSettings(
+                queue=self.settings.worker_queue,
+                concurrency=self.settings.worker_concurrency,
+                prefetch=self.settings.worker_prefetch,
+                lease_s=self.settings.lease_s,
+                relay_interval_s=self.settings.relay_interval_s,
+            ),
+        )
