@@ -37,7 +37,9 @@ DEMO_WORKFLOW = {
 
 def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False, log_config=None, ws="websockets-sansio")
+        uvicorn.Config(
+            app, host=host, port=port, lifespan="on", access_log=False, log_config=None, ws="websockets-sansio"
+        )
     )
 
 

@@ -58,11 +58,15 @@ class Platform:
         )
         redis_client = cache.connect(settings.redis_url)
         dispatcher = Dispatcher(store, broker, cache.EventDoorbell(redis_client))
-        payloads = PayloadStore.from_settings(
-            endpoint_url=settings.s3_endpoint_url or None,
-            bucket=settings.s3_bucket,
-            region=settings.s3_region,
-            inline_limit_bytes=settings.payload_inline_limit_bytes,
+        payloads = (
+            PayloadStore.from_settings(
+                endpoint_url=settings.s3_endpoint_url or None,
+                bucket=settings.s3_bucket,
+                region=settings.s3_region,
+                inline_limit_bytes=settings.payload_inline_limit_bytes,
+            )
+            if settings.s3_bucket
+            else PayloadStore(bucket="", inline_limit_bytes=settings.payload_inline_limit_bytes, client=None)
         )
         engine = Engine(
             store,

@@ -79,6 +79,13 @@ class _RabbitDelivery:
         await _quietly(self.message.reject(requeue=False))
 
 
+def _adapted(handler: Handler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        await handler(_RabbitDelivery(message))
+
+    return on_message
+
+
 async def _quietly(operation: Awaitable[None]) -> None:
     """Acks on a channel that has closed cannot succeed; the broker redelivers and the step claim absorbs it."""
     try:
@@ -147,7 +154,7 @@ class RabbitBroker:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         declared = await self._declare(channel, queue)
-        tag = await declared.consume(lambda message: handler(_RabbitDelivery(message)))
+        tag = await declared.consume(_adapted(handler))
         self._consumers.append((channel, declared, tag))
 
     async def consume_dead_letters(self, queue: str, handler: Handler) -> None:
@@ -156,7 +163,7 @@ class RabbitBroker:
         await channel.set_qos(prefetch_count=100)
         await self._declare(channel, queue)
         dead = await channel.declare_queue(dead_letter_queue(queue), durable=True, arguments={"x-queue-type": "quorum"})
-        tag = await dead.consume(lambda message: handler(_RabbitDelivery(message)))
+        tag = await dead.consume(_adapted(handler))
         self._consumers.append((channel, dead, tag))
 
     async def stop_consuming(self) -> None:

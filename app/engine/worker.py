@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from app.adapters.broker import Broker, Delivery
-from app.adapters.payloads import PayloadStore
+from app.adapters.payloads import PayloadStore, PayloadTooLargeError
 from app.adapters.store import Changes, ClaimedStep, Store
 from app.engine.engine import Dispatcher, decode_message
 from app.engine.state import Outcome
@@ -166,7 +166,7 @@ class Worker:
             return Outcome(step.id, True, output=output)
         except TimeoutError:
             return Outcome(step.id, False, error=_error("Timeout", f"the task ran longer than {step.timeout_s} s"))
-        except PermanentTaskError as error:
+        except (PermanentTaskError, PayloadTooLargeError) as error:
             return Outcome(step.id, False, error=_error(type(error).__name__, str(error)), retryable=False)
         except Exception as error:  # noqa: BLE001 - any task failure is the step's outcome, not the worker's
             log.info("step %s of run %s failed: %s", step.name, step.run_id, error)

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.adapters.cache import EventDoorbell, RateLimiter
+from app.adapters.payloads import PayloadTooLargeError
 from app.adapters.store import ApiKey
 from app.engine.definitions import DefinitionError, StepSpec, WorkflowSpec
 from app.engine.engine import IdempotencyConflictError, RunRequest, UnknownWorkflowError
@@ -238,7 +239,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
                     depends_on=tuple(step.depends_on),
                     input=step.input,
                     retries=step.retries,
-                    timeout_s=step.timeout_s,
+                    timeout_s=step.timeout_s if step.timeout_s is not None else min(60, settings.max_task_timeout_s),
                     queue=step.queue or settings.worker_queue,
                 )
                 for step in body.steps
@@ -503,6 +504,8 @@ async def _start(platform: Platform, requests: list[RunRequest], key: ApiKey):
         raise ApiError(404, "not_found", f"no workflow {error.args[0]!r}") from None
     except IdempotencyConflictError as error:
         raise ApiError(409, "idempotency_conflict", str(error)) from None
+    except PayloadTooLargeError as error:
+        raise ApiError(413, "input_too_large", str(error)) from None
 
 
 def _workflow_out(workflow, created: bool) -> schemas.WorkflowOut:

@@ -22,7 +22,9 @@ class StepIn(Strict):
     depends_on: list[str] = Field(default_factory=list, max_length=200)
     input: dict[str, Any] = Field(default_factory=dict)
     retries: int = Field(0, ge=0, le=50, description="Attempts after the first one.")
-    timeout_s: float = Field(60, description="Must be > 0 and at most the platform's longest task timeout.")
+    timeout_s: float | None = Field(
+        None, description="Seconds; > 0 and at most the platform's longest task timeout (default 60, or that limit)."
+    )
     queue: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,255}$", description="Defaults to the worker queue.")
 
 

@@ -1,0 +1,151 @@
+"""Fixtures for the app's tests: a fresh PostgreSQL database per session, a RabbitMQ queue per test, Redis, and a
+platform (API in-process over ASGI, worker in-process) built exactly as `python -m app` builds it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from contextlib import asynccontextmanager
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+
+from app import migrations
+from app.adapters.broker import dead_letter_queue
+from app.http.api import create_app
+from app.runtime import Platform
+from app.settings import Settings
+
+POSTGRES = os.environ.get("APP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = os.environ.get("APP_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS = os.environ.get("APP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TABLES = "events, steps, runs, workflows, api_keys, dead_letters"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    name = f"workflow_test_{uuid.uuid4().hex[:10]}"
+    base, _, _ = POSTGRES.rpartition("/")
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(POSTGRES)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = f"{base}/{name}"
+    migrations.upgrade(url)
+    yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    asyncio.run(_truncate(database_url))
+    return Settings(
+        database_url=database_url,
+        amqp_url=AMQP,
+        redis_url=REDIS,
+        worker_queue=f"test.{uuid.uuid4().hex[:12]}",
+        worker_concurrency=64,
+        lease_s=2,
+        republish_after_s=1,
+        relay_interval_s=0.2,
+        retry_base_s=0.05,
+        retry_max_s=0.2,
+        max_task_timeout_s=30,
+        delivery_limit=2,
+        max_body_bytes=64 * 1024,
+        rate_limit_per_second=10_000,
+        api_key_cache_s=0,
+        task_modules=["tests.app.tasks_for_tests"],
+    )
+
+
+async def _truncate(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+
+
+async def delete_queues(queue: str) -> None:
+    connection = await aio_pika.connect(AMQP)
+    async with connection:
+        channel = await connection.channel()
+        for name in (queue, dead_letter_queue(queue)):
+            await channel.queue_delete(name)
+
+
+@asynccontextmanager
+async def running_platform(settings: Settings, *, with_worker: bool = True):
+    """A started platform, an admin-authenticated API client to it, and (optionally) an in-process worker."""
+    platform = Platform.build(settings)
+    await platform.start()
+    admin_key = f"test-admin-{uuid.uuid4().hex}"
+    await platform.ensure_admin_key(admin_key)
+    worker = platform.worker() if with_worker else None
+    if worker:
+        await worker.start()
+    transport = httpx.ASGITransport(app=create_app(platform, manage_lifecycle=False))
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers={"Authorization": f"Bearer {admin_key}"}
+        ) as client:
+            yield platform, client, worker
+    finally:
+        if worker:
+            await worker.drain()
+        await platform.stop()
+        await delete_queues(settings.worker_queue)
+
+
+@pytest_asyncio.fixture
+async def running(settings: Settings):
+    async with running_platform(settings) as parts:
+        yield parts
+
+
+@pytest.fixture
+def platform(running) -> Platform:
+    return running[0]
+
+
+@pytest.fixture
+def api(running) -> httpx.AsyncClient:
+    return running[1]
+
+
+@pytest.fixture
+def worker(running):
+    return running[2]
+
+
+async def wait_for_run(api: httpx.AsyncClient, run_id: str, statuses=("succeeded", "failed", "cancelled"), timeout=20):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        run = (await api.get(f"/v1/runs/{run_id}")).json()
+        if run["status"] in statuses:
+            return run
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run {run_id} still {run['status']} after {timeout} s: {run}")
+        await asyncio.sleep(0.05)
+
+
+async def register(api: httpx.AsyncClient, name: str, steps: list[dict]) -> dict:
+    response = await api.post("/v1/workflows", json={"name": name, "steps": steps})
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+async def start(api: httpx.AsyncClient, workflow: str, run_input: dict | None = None, **headers) -> dict:
+    response = await api.post(f"/v1/workflows/{workflow}/runs", json={"input": run_input or {}}, headers=headers)
+    assert response.status_code in (200, 201), response.text
+    return response.json()

@@ -1,0 +1,39 @@
+"""Tasks the tests register through APP_TASK_MODULES, as an application team would."""
+
+import asyncio
+from pathlib import Path
+
+from app.engine.tasks import TaskContext, task
+
+
+@task("test.record")
+async def record(context: TaskContext) -> dict:
+    """Writes when each attempt starts and finishes, so a test can count executions across processes."""
+    journal = Path(context.step_input["journal"])
+    with journal.open("a") as file:
+        file.write(f"start {context.run_id} {context.attempt}\n")
+    await asyncio.sleep(float(context.step_input.get("seconds", 0)))
+    with journal.open("a") as file:
+        file.write(f"done {context.run_id} {context.attempt}\n")
+    return {"attempt": context.attempt}
+
+
+@task("test.sum")
+async def add(context: TaskContext) -> dict:
+    """Adds the `value` of the run input, the step input and every upstream output."""
+    total = context.run_input.get("value", 0) + context.step_input.get("value", 0)
+    total += sum(output["value"] for output in context.upstream.values())
+    return {"value": total}
+
+
+@task("test.large")
+async def large(context: TaskContext) -> dict:
+    return {"blob": "x" * int(context.step_input["size"])}
+
+
+@task("test.needs_file")
+async def needs_file(context: TaskContext) -> dict:
+    """Fails until the file named in its input exists: an outside cause a person fixes before retrying."""
+    if not Path(context.step_input["path"]).exists():
+        raise RuntimeError(f"{context.step_input['path']} is missing")
+    return {"found": True}
