@@ -1,0 +1,263 @@
+"""The API's contract: registration and versioning, authentication and roles, limits, and every 4xx answer
+in the one error shape."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from tests.app.conftest import register, running_platform, start, wait_for_run
+
+pytestmark = pytest.mark.asyncio
+
+NOOP = [{"name": "only", "task": "builtin.noop"}]
+
+
+def assert_error(response, status: int, code: str, *words: str):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    for word in words:
+        assert word in error["message"], error["message"]
+
+
+async def test_registering_a_definition_creates_version_one(api):
+    response = await api.post("/v1/workflows", json={"name": "orders", "steps": NOOP})
+    assert response.status_code == 201
+    assert response.json()["version"] == 1 and response.json()["created"] is True
+
+
+async def test_registering_the_same_definition_again_keeps_its_version(api):
+    await register(api, "orders", NOOP)
+    response = await api.post("/v1/workflows", json={"name": "orders", "steps": NOOP})
+    assert response.status_code == 200 and response.json()["version"] == 1 and response.json()["created"] is False
+
+
+async def test_a_changed_definition_becomes_the_next_version_and_new_runs_use_it(api, worker):
+    await register(api, "orders", NOOP)
+    changed = await register(api, "orders", [{"name": "only", "task": "builtin.echo"}])
+    assert changed["version"] == 2
+    run = await wait_for_run(api, (await start(api, "orders"))["id"])
+    assert run["version"] == 2 and run["steps"][0]["task"] == "builtin.echo"
+    assert (await api.get("/v1/workflows/orders", params={"version": 1})).json()["steps"][0]["task"] == "builtin.noop"
+
+
+@pytest.mark.parametrize(
+    ("steps", "words"),
+    [
+        (
+            [
+                {"name": "a", "task": "builtin.noop", "depends_on": ["b"]},
+                {"name": "b", "task": "builtin.noop", "depends_on": ["a"]},
+            ],
+            ["cycle", "a -> b -> a"],
+        ),
+        ([{"name": "a", "task": "builtin.noop", "depends_on": ["ghost"]}], ["unknown step 'ghost'"]),
+        ([{"name": "a", "task": "builtin.noop"}, {"name": "a", "task": "builtin.echo"}], ["duplicate step name 'a'"]),
+        ([{"name": "a", "task": "no.such.task"}], ["unknown task 'no.such.task'"]),
+        ([{"name": "a", "task": "builtin.noop", "timeout_s": 0}], ["timeout_s 0", "> 0"]),
+        ([{"name": "a", "task": "builtin.noop", "timeout_s": -5}], ["timeout_s -5"]),
+        ([{"name": "a", "task": "builtin.noop", "timeout_s": 3600}], ["timeout_s 3600", "<= 30"]),
+        ([{"name": f"s{i}", "task": "builtin.noop"} for i in range(201)], ["201 steps", "limit is 200"]),
+        ([], ["at least one step"]),
+    ],
+    ids=[
+        "cycle",
+        "unknown-dependency",
+        "duplicate-name",
+        "unknown-task",
+        "zero-timeout",
+        "negative-timeout",
+        "timeout-over-limit",
+        "too-many-steps",
+        "no-steps",
+    ],
+)
+async def test_an_invalid_definition_is_rejected_naming_the_problem(api, steps, words):
+    response = await api.post("/v1/workflows", json={"name": "bad", "steps": steps})
+    assert_error(response, 422, "invalid_workflow", *words)
+    assert (await api.get("/v1/workflows/bad")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "location"),
+    [
+        ({"name": "x"}, "body.steps"),
+        ({"name": "has space", "steps": NOOP}, "body.name"),
+        ({"name": "x", "steps": [{"name": "a"}]}, "body.steps.0.task"),
+        ({"name": "x", "steps": [{"name": "a", "task": "builtin.noop", "retries": -1}]}, "body.steps.0.retries"),
+        ({"name": "x", "steps": [{"name": "a", "task": "builtin.noop", "retries": "many"}]}, "body.steps.0.retries"),
+        ({"name": "x", "steps": NOOP, "surprise": 1}, "body.surprise"),
+        ({"name": "x", "steps": "none"}, "body.steps"),
+    ],
+)
+async def test_a_malformed_definition_is_rejected_naming_the_field(api, body, location):
+    response = await api.post("/v1/workflows", json=body)
+    assert response.status_code == 422
+    assert location in [detail["location"] for detail in response.json()["error"]["details"]]
+
+
+async def test_a_body_that_is_not_json_is_rejected(api):
+    response = await api.post("/v1/workflows", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert_error(response, 422, "invalid_request")
+
+
+async def test_a_body_over_the_limit_is_rejected(api, settings):
+    response = await api.post("/v1/workflows/x/runs", json={"input": {"blob": "x" * settings.max_body_bytes}})
+    assert_error(response, 413, "body_too_large", str(settings.max_body_bytes))
+
+
+async def test_a_request_without_an_api_key_is_unauthenticated(api):
+    response = await api.get("/v1/runs", headers={"Authorization": ""})
+    assert_error(response, 401, "unauthenticated", "Bearer")
+
+
+async def test_an_unknown_api_key_is_unauthenticated(api):
+    response = await api.get("/v1/runs", headers={"Authorization": "Bearer wfp_nope"})
+    assert_error(response, 401, "unauthenticated", "unknown")
+
+
+async def test_roles_limit_what_a_key_may_do(api):
+    created = (await api.post("/v1/api-keys", json={"name": "dashboard", "role": "read"})).json()
+    reader = {"Authorization": f"Bearer {created['key']}"}
+    assert (await api.get("/v1/runs", headers=reader)).status_code == 200
+    assert_error(
+        await api.post("/v1/workflows", json={"name": "x", "steps": NOOP}, headers=reader), 403, "forbidden", "submit"
+    )
+    assert_error(await api.get("/v1/api-keys", headers=reader), 403, "forbidden", "admin")
+
+
+async def test_api_keys_are_stored_hashed_and_revocable(api, platform):
+    created = (await api.post("/v1/api-keys", json={"name": "ci", "role": "submit"})).json()
+    listed = (await api.get("/v1/api-keys")).json()
+    assert created["key"] not in str(listed)
+    assert (await api.delete(f"/v1/api-keys/{created['id']}")).status_code == 204
+    response = await api.get("/v1/runs", headers={"Authorization": f"Bearer {created['key']}"})
+    assert_error(response, 401, "unauthenticated")
+
+
+async def test_a_key_over_its_rate_limit_gets_429_with_retry_after(settings):
+    async with running_platform(settings.model_copy(update={"rate_limit_per_second": 3}), with_worker=False) as parts:
+        responses = [await parts[1].get("/v1/runs") for _ in range(8)]
+    limited = [response for response in responses if response.status_code == 429]
+    assert limited and all(r.status_code == 200 for r in responses[:3])
+    assert_error(limited[0], 429, "rate_limited", "3 requests per second")
+    assert 1 <= int(limited[0].headers["Retry-After"]) <= 2
+
+
+async def test_starting_a_run_of_an_unknown_workflow_is_not_found(api):
+    assert_error(await api.post("/v1/workflows/ghost/runs", json={}), 404, "not_found", "ghost")
+
+
+async def test_an_unknown_run_is_not_found(api):
+    assert_error(await api.get(f"/v1/runs/{uuid.uuid4()}"), 404, "not_found")
+
+
+async def test_a_malformed_run_id_is_rejected(api):
+    assert_error(await api.get("/v1/runs/not-a-uuid"), 422, "invalid_request", "run_id")
+
+
+async def test_an_empty_idempotency_key_is_rejected(api):
+    await register(api, "orders", NOOP)
+    response = await api.post("/v1/workflows/orders/runs", json={}, headers={"Idempotency-Key": ""})
+    assert_error(response, 422, "invalid_request", "idempotency-key")
+
+
+async def test_reusing_an_idempotency_key_for_another_workflow_conflicts(api):
+    await register(api, "orders", NOOP)
+    await register(api, "invoices", NOOP)
+    await start(api, "orders", **{"Idempotency-Key": "k1"})
+    response = await api.post("/v1/workflows/invoices/runs", json={}, headers={"Idempotency-Key": "k1"})
+    assert_error(response, 409, "idempotency_conflict", "orders")
+
+
+async def test_a_batch_over_the_limit_is_rejected(api, settings):
+    runs = [{"workflow": "orders"}] * (settings.max_batch_runs + 1)
+    assert_error(await api.post("/v1/runs:batch", json={"runs": runs}), 422, "batch_too_large")
+
+
+async def test_a_batch_naming_an_unknown_workflow_starts_nothing(api):
+    await register(api, "orders", NOOP)
+    response = await api.post("/v1/runs:batch", json={"runs": [{"workflow": "orders"}, {"workflow": "ghost"}]})
+    assert_error(response, 404, "not_found", "ghost")
+    assert (await api.get("/v1/runs")).json()["runs"] == []
+
+
+async def test_cancelling_a_finished_run_conflicts(api, worker):
+    await register(api, "orders", NOOP)
+    run_id = (await start(api, "orders"))["id"]
+    await wait_for_run(api, run_id)
+    assert_error(await api.post(f"/v1/runs/{run_id}/cancel"), 409, "run_finished", "succeeded")
+
+
+async def test_retrying_a_run_that_did_not_fail_conflicts(api, worker):
+    await register(api, "orders", NOOP)
+    run_id = (await start(api, "orders"))["id"]
+    await wait_for_run(api, run_id)
+    assert_error(await api.post(f"/v1/runs/{run_id}/retry"), 409, "run_not_failed", "succeeded")
+
+
+async def test_runs_are_listed_newest_first_with_a_cursor(api):
+    await register(api, "orders", NOOP)
+    await register(api, "invoices", NOOP)
+    started = [(await start(api, "orders"))["id"] for _ in range(5)]
+    await start(api, "invoices")
+    first = (await api.get("/v1/runs", params={"workflow": "orders", "limit": 3})).json()
+    second = (
+        await api.get("/v1/runs", params={"workflow": "orders", "limit": 3, "cursor": first["next_cursor"]})
+    ).json()
+    assert [r["id"] for r in first["runs"] + second["runs"]] == list(reversed(started))
+    assert second["next_cursor"] is None
+
+
+async def test_runs_can_be_filtered_by_status(api):
+    await register(api, "orders", NOOP)
+    run_id = (await start(api, "orders"))["id"]
+    await api.post(f"/v1/runs/{run_id}/cancel")
+    assert [r["id"] for r in (await api.get("/v1/runs", params={"status": "cancelled"})).json()["runs"]] == [run_id]
+    assert (await api.get("/v1/runs", params={"status": "succeeded"})).json()["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"cursor": "garbage"}, 400, "invalid_cursor"),
+        ({"limit": 0}, 422, "invalid_request"),
+        ({"limit": 100000}, 422, "invalid_request"),
+        ({"status": "exploded"}, 422, "invalid_request"),
+        ({"workflow": "bad name"}, 422, "invalid_request"),
+    ],
+)
+async def test_bad_listing_parameters_are_rejected(api, params, status, code):
+    assert_error(await api.get("/v1/runs", params=params), status, code)
+
+
+async def test_an_unknown_path_is_not_found_in_the_error_shape(api):
+    assert_error(await api.get("/v1/nothing-here"), 404, "not_found")
+
+
+async def test_health_readiness_and_metrics_answer(api):
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+    assert (await api.get("/readyz")).json() == {"status": "ready"}
+    metrics = (await api.get("/metrics")).text
+    assert "workflow_http_request_duration_seconds" in metrics
+
+
+async def test_readiness_fails_naming_an_unreachable_dependency(settings):
+    unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    async with running_platform(unreachable, with_worker=False) as (_, api, _worker):
+        response = await api.get("/readyz")
+    assert_error(response, 503, "not_ready", "cache")
+
+
+async def test_the_openapi_document_lists_every_error_status(api):
+    document = (await api.get("/openapi.json")).json()
+    start_run = document["paths"]["/v1/workflows/{name}/runs"]["post"]["responses"]
+    assert {"200", "201", "401", "403", "404", "409", "413", "422", "429"} <= set(start_run)
+    assert start_run["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+
+
+async def test_concurrent_requests_are_all_answered(api, worker):
+    await register(api, "orders", NOOP)
+    responses = await asyncio.gather(*(api.post("/v1/workflows/orders/runs", json={}) for _ in range(50)))
+    assert {response.status_code for response in responses} == {201}
