@@ -455,16 +455,17 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         token: Annotated[str | None, Query(max_length=200)] = None,
     ):
         """Every event of the run in order: first those recorded, then live ones; closes once the run finishes."""
+        # Accept first so a refusal can carry its reason: close codes 4401, 4403, 4404 and 4429 mirror HTTP's.
+        await websocket.accept()
         authorization = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
         try:
             await require("read")(authorization)
         except ApiError as error:
-            await websocket.close(code=4401 if error.status == 401 else 4403, reason=error.message)
+            await websocket.close(code=4000 + error.status, reason=error.message)
             return
         if await platform.store.run_statuses([run_id]) == {}:
             await websocket.close(code=4404, reason=f"no run {run_id}")
             return
-        await websocket.accept()
         delivered = after
         rings = doorbell.listen(str(run_id))
         try:
