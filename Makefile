@@ -3,7 +3,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: venv test manifests config-reference dev
+.PHONY: venv test manifests config-reference dev bench
 
 venv: $(VENV)/.installed
 
@@ -14,10 +14,12 @@ $(VENV)/.installed: requirements.txt app/requirements.txt
 
 LINT := --line-length 120 --target-version py311
 
-## Every test: lint, then the Pulumi program under mocks with offline schema validation.
+## Every test: lint; the Pulumi program under mocks with offline schema validation; the app against real
+## PostgreSQL, RabbitMQ and Redis on localhost (started from Debian packages when they are not running).
 test: venv
 	$(PYTHON) -m ruff check $(LINT) --select E,F,W,I,B,UP .
 	$(PYTHON) -m ruff format --check $(LINT) .
+	bash tests/ensure-services.sh
 	$(PYTHON) -m pytest -ra tests
 
 ## Write what a stack creates as manifests: make manifests STACK=prod (into manifests/prod/).
@@ -31,3 +33,8 @@ config-reference: venv
 ## Run the whole platform locally on embedded defaults.
 dev: venv
 	$(PYTHON) -m app dev
+
+## The benchmark against Celery and Dramatiq on the local services (minutes; not part of the tests).
+bench: venv
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PYTHON) -m bench.run

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import migrations
 from app.http.api import create_app
+from app.http.schemas import WorkflowIn
 from app.observability import configure_logging, configure_tracing
 from app.runtime import Platform, generate_api_key
 from app.settings import Settings
@@ -96,18 +97,8 @@ async def _run_dev(settings: Settings, host: str, port: int) -> None:
     await worker.start()
     key = settings.bootstrap_api_key or generate_api_key()
     await platform.ensure_admin_key(key)
-    from app.engine.definitions import WorkflowSpec
-    from app.http.schemas import WorkflowIn
-
     demo = WorkflowIn.model_validate(DEMO_WORKFLOW)
-    await platform.engine.register_workflow(
-        WorkflowSpec.from_canonical(
-            {
-                "name": demo.name,
-                "steps": [{**step.model_dump(), "queue": settings.worker_queue} for step in demo.steps],
-            }
-        )
-    )
+    await platform.engine.register_workflow(demo.to_spec(settings.worker_queue, settings.max_task_timeout_s))
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     print(
         f"""

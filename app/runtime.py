@@ -52,9 +52,7 @@ class Platform:
             settings.republish_after_s,
         )
         broker: Broker = (
-            RabbitBroker(settings.amqp_url, settings.delivery_limit)
-            if settings.amqp_url
-            else MemoryBroker(settings.delivery_limit)
+            RabbitBroker(settings.amqp_url, settings.delivery_limit) if settings.amqp_url else MemoryBroker()
         )
         redis_client = cache.connect(settings.redis_url)
         dispatcher = Dispatcher(store, broker, cache.EventDoorbell(redis_client))

@@ -212,10 +212,9 @@ class _MemoryDelivery:
 
 @dataclass
 class MemoryBroker:
-    """RabbitMQ's semantics that the engine relies on, in one process: at-least-once delivery, prefetch, dead
-    letters after a rejection or past the delivery limit."""
+    """RabbitMQ's semantics that the engine relies on, in one process: delivery with acks, prefetch, and dead
+    letters for rejected messages. (Redelivery needs a consumer to die, which in one process ends the broker too.)"""
 
-    delivery_limit: int = 5
     _queues: dict[str, asyncio.Queue] = field(default_factory=dict)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -247,9 +246,6 @@ class MemoryBroker:
         while True:
             message = await source.get()
             message.delivery_count += 1
-            if message.delivery_count > self.delivery_limit + 1:
-                self._queue(dead_letter_queue(queue)).put_nowait(message)
-                continue
             await slots.acquire()
             delivery = _MemoryDelivery(self, queue, message)
             asyncio.create_task(self._handle(handler, delivery, slots))

@@ -133,6 +133,15 @@ class Store:
         async with self._turns, self.engine.begin() as connection:
             yield connection
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        if self._turns is None:
+            async with self.engine.connect() as connection:
+                yield connection
+            return
+        async with self._turns, self.engine.connect() as connection:
+            yield connection
+
     async def _retrying(self, work, *args):
         for attempt in range(5):
             try:
@@ -150,7 +159,7 @@ class Store:
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
 
     async def ping(self) -> None:
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             await connection.execute(select(1))
 
     # Workflows
@@ -189,12 +198,12 @@ class Store:
     async def workflow(self, name: str, version: int | None = None) -> Workflow | None:
         query = select(workflows).where(workflows.c.name == name)
         query = query.where(workflows.c.version == version) if version else query.order_by(workflows.c.version.desc())
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             row = (await connection.execute(query.limit(1))).first()
         return _workflow(row) if row else None
 
     async def workflow_versions(self, name: str) -> list[Workflow]:
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             rows = await connection.execute(
                 select(workflows).where(workflows.c.name == name).order_by(workflows.c.version)
             )
@@ -206,7 +215,7 @@ class Store:
         query = select(workflows).join(
             latest, and_(workflows.c.name == latest.c.name, workflows.c.version == latest.c.version)
         )
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             return [_workflow(row) for row in await connection.execute(query.order_by(workflows.c.name))]
 
     # Runs
@@ -676,7 +685,7 @@ class Store:
         )
 
     async def expired_leases(self, limit: int) -> list[int]:
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             rows = await connection.execute(
                 select(steps.c.id)
                 .where(steps.c.status == StepStatus.RUNNING, steps.c.lease_expires_at < now())
@@ -812,7 +821,7 @@ class Store:
         return await self._retrying(work)
 
     async def get_run(self, run_id: uuid.UUID) -> tuple[Any, list[Any]] | None:
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             run = (await connection.execute(select(runs).where(runs.c.id == run_id))).first()
             if run is None:
                 return None
@@ -822,7 +831,7 @@ class Store:
             return run, step_rows
 
     async def run_statuses(self, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             rows = await connection.execute(select(runs.c.id, runs.c.status).where(runs.c.id.in_(run_ids)))
             return {row.id: row.status for row in rows}
 
@@ -840,11 +849,11 @@ class Store:
                 or_(runs.c.created_at < created_at, and_(runs.c.created_at == created_at, runs.c.id < run_id))
             )
         query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             return (await connection.execute(query)).all()
 
     async def events_after(self, run_id: uuid.UUID, seq: int) -> list[Any]:
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             return (
                 await connection.execute(
                     select(events).where(events.c.run_id == run_id, events.c.seq > seq).order_by(events.c.seq)
@@ -872,7 +881,7 @@ class Store:
         query = select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)
         if after_id:
             query = query.where(dead_letters.c.id < after_id)
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             return (await connection.execute(query)).all()
 
     # API keys
@@ -885,7 +894,7 @@ class Store:
         return _api_key(stored)
 
     async def api_key_by_secret(self, secret: str) -> ApiKey | None:
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             row = (
                 await connection.execute(
                     select(api_keys).where(api_keys.c.key_hash == hash_key(secret), api_keys.c.revoked_at.is_(None))
@@ -894,7 +903,7 @@ class Store:
         return _api_key(row) if row else None
 
     async def list_api_keys(self) -> list[ApiKey]:
-        async with self.engine.connect() as connection:
+        async with self.reading() as connection:
             return [_api_key(row) for row in await connection.execute(select(api_keys).order_by(api_keys.c.created_at))]
 
     async def revoke_api_key(self, key_id: uuid.UUID) -> bool:

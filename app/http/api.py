@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.adapters.cache import EventDoorbell, RateLimiter
 from app.adapters.payloads import PayloadTooLargeError
 from app.adapters.store import ApiKey
-from app.engine.definitions import DefinitionError, StepSpec, WorkflowSpec
+from app.engine.definitions import DefinitionError
 from app.engine.engine import IdempotencyConflictError, RunRequest, UnknownWorkflowError
 from app.engine.state import FINISHED_RUN, RunStatus
 from app.http import schemas
@@ -230,21 +230,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         summary="Register a workflow; a changed definition becomes its next version",
     )
     async def register_workflow(body: schemas.WorkflowIn, response: Response, _key: ApiKey = submitter):
-        spec = WorkflowSpec(
-            name=body.name,
-            steps=tuple(
-                StepSpec(
-                    name=step.name,
-                    task=step.task,
-                    depends_on=tuple(step.depends_on),
-                    input=step.input,
-                    retries=step.retries,
-                    timeout_s=step.timeout_s if step.timeout_s is not None else min(60, settings.max_task_timeout_s),
-                    queue=step.queue or settings.worker_queue,
-                )
-                for step in body.steps
-            ),
-        )
+        spec = body.to_spec(settings.worker_queue, settings.max_task_timeout_s)
         try:
             workflow, created = await platform.engine.register_workflow(spec)
         except DefinitionError as error:

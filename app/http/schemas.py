@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.engine.definitions import StepSpec, WorkflowSpec
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 Role = Literal["admin", "submit", "read"]
 
@@ -31,6 +33,24 @@ class StepIn(Strict):
 class WorkflowIn(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     steps: list[StepIn] = Field(max_length=10_000)
+
+    def to_spec(self, default_queue: str, max_timeout_s: float) -> WorkflowSpec:
+        """The engine's definition, with the platform's defaults for what the request left out."""
+        return WorkflowSpec(
+            name=self.name,
+            steps=tuple(
+                StepSpec(
+                    name=step.name,
+                    task=step.task,
+                    depends_on=tuple(step.depends_on),
+                    input=step.input,
+                    retries=step.retries,
+                    timeout_s=step.timeout_s if step.timeout_s is not None else min(60, max_timeout_s),
+                    queue=step.queue or default_queue,
+                )
+                for step in self.steps
+            ),
+        )
 
 
 class WorkflowOut(BaseModel):

@@ -87,7 +87,7 @@ async def delete_queues(queue: str) -> None:
 @asynccontextmanager
 async def running_platform(settings: Settings, *, with_worker: bool = True):
     """A started platform, an admin-authenticated API client to it, and (optionally) an in-process worker."""
-    platform = Platform.build(settings)
+    platform = Platform.build(settings, embedded=not settings.amqp_url)
     await platform.start()
     admin_key = f"test-admin-{uuid.uuid4().hex}"
     await platform.ensure_admin_key(admin_key)
