@@ -380,14 +380,6 @@ class Store:
     async def _claim(self, connection: AsyncConnection, step_ids: list[int], owner: str, lease_s: float):
         timestamp = now()
         changes = Changes()
-        candidate_runs = (
-            (await connection.execute(select(steps.c.run_id).where(steps.c.id.in_(step_ids)).distinct()))
-            .scalars()
-            .all()
-        )
-        if not candidate_runs:
-            return [], changes
-        run_rows = await self._lock_runs(connection, candidate_runs)
         claimed_rows = (
             await connection.execute(
                 update(steps)
@@ -417,6 +409,8 @@ class Store:
         ).all()
         if not claimed_rows:
             return [], changes
+        # Steps first, then their runs: the same order as every transaction that ends steps.
+        run_rows = await self._lock_runs(connection, {row.run_id for row in claimed_rows})
         upstream: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
         wanted = {(row.run_id, parent) for row in claimed_rows for parent in row.depends_on}
         if wanted:
@@ -487,21 +481,51 @@ class Store:
     async def _complete(self, connection: AsyncConnection, outcomes: list[Outcome], owner: str | None):
         timestamp = now()
         by_id = {outcome.step_id: outcome for outcome in outcomes}
-        involved_runs = (
-            (await connection.execute(select(steps.c.run_id).where(steps.c.id.in_(list(by_id))).distinct()))
-            .scalars()
-            .all()
-        )
-        if not involved_runs:
-            return Changes()
-        run_rows = await self._lock_runs(connection, involved_runs)
         allowed = [StepStatus.RUNNING] if owner is not None else [StepStatus.RUNNING, StepStatus.READY]
-        live = select(
-            steps.c.id, steps.c.run_id, steps.c.name, steps.c.attempt, steps.c.max_attempts, steps.c.dependents
-        ).where(steps.c.id.in_(list(by_id)), steps.c.status.in_(allowed))
-        if owner is not None:
-            live = live.where(steps.c.lease_owner == owner)
-        live_rows = (await connection.execute(live.with_for_update() if self._dialect == "postgresql" else live)).all()
+
+        def live(query, ids: list[int]):
+            query = query.where(steps.c.id.in_(ids), steps.c.status.in_(allowed))
+            return query.where(steps.c.lease_owner == owner) if owner is not None else query
+
+        # Steps first (a success is recorded in the same statement that checks it is still ours), then their runs.
+        success_ids = [o.step_id for o in outcomes if o.succeeded]
+        failure_ids = [o.step_id for o in outcomes if not o.succeeded]
+        succeeded_rows = []
+        if success_ids:
+            succeeded_rows = (
+                await connection.execute(
+                    live(update(steps), success_ids)
+                    .values(
+                        status=StepStatus.SUCCEEDED,
+                        output=None,
+                        error=None,
+                        finished_at=timestamp,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                    .returning(steps.c.id, steps.c.run_id, steps.c.name, steps.c.attempt, steps.c.dependents)
+                )
+            ).all()
+            outputs = [
+                {"step_id": row.id, "output": by_id[row.id].output}
+                for row in succeeded_rows
+                if by_id[row.id].output is not None
+            ]
+            if outputs:
+                await connection.execute(
+                    update(steps).where(steps.c.id == bindparam("step_id")).values(output=bindparam("output")), outputs
+                )
+        failed_rows = []
+        if failure_ids:
+            query = live(
+                select(steps.c.id, steps.c.run_id, steps.c.name, steps.c.attempt, steps.c.max_attempts), failure_ids
+            )
+            failed_rows = (
+                await connection.execute(query.with_for_update() if self._dialect == "postgresql" else query)
+            ).all()
+        if not succeeded_rows and not failed_rows:
+            return Changes()
+        run_rows = await self._lock_runs(connection, {row.run_id for row in [*succeeded_rows, *failed_rows]})
 
         changes = Changes()
         event_rows: list[dict[str, Any]] = []
@@ -513,23 +537,22 @@ class Store:
             event_rows.append(_event(run_id, run["event_seq"], kind, step, data, timestamp))
             touched_runs.add(run_id)
 
-        succeeded, retried, failed_runs = [], [], {}
+        retried, failed_runs = [], {}
         releases: dict[uuid.UUID, list[str]] = defaultdict(list)
-        for row in live_rows:
-            outcome = by_id[row.id]
+        for row in succeeded_rows:
             run = run_rows[row.run_id]
-            if run["status"] in FINISHED_RUN:
-                continue
-            if outcome.succeeded:
-                succeeded.append({"step_id": row.id, "output": outcome.output})
-                emit(row.run_id, "step.succeeded", row.name, {"attempt": row.attempt, "duration_s": outcome.duration_s})
-                releases[row.run_id].extend(row.dependents)
-                run["steps_remaining"] -= 1
-                new_status = run_status_after_step_success(run["steps_remaining"], RunStatus(run["status"]))
-                if new_status != run["status"]:
-                    run["status"], run["finished_at"] = new_status, timestamp
-                    emit(row.run_id, f"run.{new_status}", None, {})
-            elif after_failure(outcome, row.attempt, row.max_attempts) is FailureDecision.RETRY:
+            emit(
+                row.run_id, "step.succeeded", row.name, {"attempt": row.attempt, "duration_s": by_id[row.id].duration_s}
+            )
+            releases[row.run_id].extend(row.dependents)
+            run["steps_remaining"] -= 1
+            new_status = run_status_after_step_success(run["steps_remaining"], RunStatus(run["status"]))
+            if new_status != run["status"]:
+                run["status"], run["finished_at"] = new_status, timestamp
+                emit(row.run_id, f"run.{new_status}", None, {})
+        for row in failed_rows:
+            outcome = by_id[row.id]
+            if after_failure(outcome, row.attempt, row.max_attempts) is FailureDecision.RETRY:
                 ready_at = timestamp + self.retry_policy.delay(row.attempt)
                 retried.append({"step_id": row.id, "error": outcome.error, "ready_at": ready_at})
                 emit(
@@ -541,20 +564,6 @@ class Store:
             else:
                 failed_runs.setdefault(row.run_id, (row, outcome))
 
-        if succeeded:
-            await connection.execute(
-                update(steps)
-                .where(steps.c.id == bindparam("step_id"))
-                .values(
-                    status=StepStatus.SUCCEEDED,
-                    output=bindparam("output"),
-                    error=None,
-                    finished_at=timestamp,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                ),
-                succeeded,
-            )
         if retried:
             await connection.execute(
                 update(steps)
