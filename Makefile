@@ -20,7 +20,9 @@ test: venv
 	$(PYTHON) -m ruff check $(LINT) --select E,F,W,I,B,UP .
 	$(PYTHON) -m ruff format --check $(LINT) .
 	bash tests/ensure-services.sh
-	$(PYTHON) -m pytest -ra tests
+	# Separate processes: Pulumi's mock runtime and the app tests' event loops must not share one interpreter.
+	$(PYTHON) -m pytest -ra tests/infra
+	$(PYTHON) -m pytest -ra tests/app
 
 ## Write what a stack creates as manifests: make manifests STACK=prod (into manifests/prod/).
 manifests: venv
@@ -37,4 +39,9 @@ dev: venv
 ## The benchmark against Celery and Dramatiq on the local services (minutes; not part of the tests).
 bench: venv
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-	$(PYTHON) -m bench.run
+	$(PYTHON) -m bench.platform throughput --runs 20000
+	$(PYTHON) -m bench.platform latency --runs 300
+	$(PYTHON) -m bench.platform api --rate 300 --seconds 10
+	$(PYTHON) -m bench.peers --peer celery-pg --tasks 20000
+	$(PYTHON) -m bench.peers --peer celery --tasks 20000
+	$(PYTHON) -m bench.peers --peer dramatiq --tasks 20000

@@ -1,0 +1,56 @@
+"""An open-loop load generator: POSTs a run at a fixed rate and reports latency percentiles as JSON.
+
+    python -m bench.loadgen <api url> <api key> <requests per second> <seconds>
+
+Each request is due at start + i/rate; its latency counts from when it was due, so a stall shows up in every
+request it delayed (no coordinated omission).
+"""
+
+import asyncio
+import json
+import sys
+import time
+
+import httpx
+
+
+async def main(url: str, key: str, rate: float, seconds: float) -> None:
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits) as client:
+        for _ in range(10):
+            await client.post("/v1/workflows/bench.noop/runs", json={})
+        start = time.perf_counter()
+
+        async def one(due: float) -> None:
+            response = await client.post("/v1/workflows/bench.noop/runs", json={})
+            latencies.append(time.perf_counter() - due)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        pending = []
+        for i in range(total):
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            pending.append(asyncio.create_task(one(due)))
+        await asyncio.gather(*pending)
+        achieved = total / (time.perf_counter() - start)
+    ordered = sorted(latencies)
+    print(
+        json.dumps(
+            {
+                "requests": total,
+                "target_rate": rate,
+                "achieved_rate": round(achieved, 1),
+                "statuses": statuses,
+                "post_run_ms_p50": round(ordered[len(ordered) // 2] * 1000, 2),
+                "post_run_ms_p99": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
+                "post_run_ms_max": round(ordered[-1] * 1000, 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))

@@ -1,0 +1,249 @@
+"""The workflow platform measured as it is deployed: `python -m app api` and `python -m app worker` processes on
+the local PostgreSQL, RabbitMQ and Redis, driven over HTTP.
+
+    python -m bench.platform throughput --runs 20000
+    python -m bench.platform latency --runs 300
+    python -m bench.platform api --rate 300 --seconds 10
+
+Every figure comes from timestamps the platform itself records (run created/finished, step ready/published) or
+from the client's clock on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE = "bench_workflow"
+QUEUE = "bench.workflow.steps"
+API_KEY = "bench-" + uuid.uuid4().hex
+NOOP_WORKFLOW = {"name": "bench.noop", "steps": [{"name": "noop", "task": "builtin.noop"}]}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def database_url() -> str:
+    return POSTGRES_ADMIN_URL.rpartition("/")[0] + "/" + DATABASE
+
+
+@contextmanager
+def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
+    """A fresh database and queue, the migrations Job's work, an API process and `workers` worker processes."""
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+    asyncio.run(_admin(f'CREATE DATABASE "{DATABASE}"'))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "APP_DATABASE_URL": database_url(),
+        "APP_AMQP_URL": AMQP_URL,
+        "APP_REDIS_URL": REDIS_URL,
+        "APP_WORKER_QUEUE": QUEUE,
+        "APP_BOOTSTRAP_API_KEY": API_KEY,
+        "APP_LOG_LEVEL": "WARNING",
+        "APP_RATE_LIMIT_PER_SECOND": "1000000",
+        "APP_MAX_BODY_BYTES": str(16 * 1024 * 1024),
+        "APP_HOST": "127.0.0.1",
+        "APP_PORT": str(port),
+        **(extra_env or {}),
+    }
+    _delete_queue()
+    subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+    processes = [subprocess.Popen([sys.executable, "-m", "app", "api"], cwd=REPO_ROOT, env=env)]
+    for _ in range(workers):
+        worker_env = {**env, "APP_METRICS_PORT": str(_free_port())}
+        processes.append(subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=worker_env))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url)
+        yield url
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        _delete_queue()
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+
+
+def _delete_queue() -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    for name in (QUEUE, QUEUE + ".dead"):
+        channel.queue_delete(name)
+    connection.close()
+
+
+def _wait_ready(url: str) -> None:
+    for _ in range(400):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("the API did not become ready")
+
+
+def _headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
+async def _register(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/workflows", json=NOOP_WORKFLOW)
+    response.raise_for_status()
+
+
+async def _succeeded(connection: asyncpg.Connection) -> int:
+    return await connection.fetchval("SELECT count(*) FROM runs WHERE status = 'succeeded'")
+
+
+async def throughput(url: str, runs: int, batch: int = 1000, concurrency: int = 4) -> dict:
+    """Submit `runs` single-step noop runs through the batch endpoint; done when PostgreSQL has them succeeded."""
+    async with httpx.AsyncClient(base_url=url, headers=_headers(), timeout=120) as client:
+        await _register(client)
+        database = await asyncpg.connect(database_url())
+        body = {"runs": [{"workflow": "bench.noop"}] * batch}
+        slots = asyncio.Semaphore(concurrency)
+
+        async def submit() -> None:
+            async with slots:
+                (await client.post("/v1/runs:batch", json=body)).raise_for_status()
+
+        started = time.perf_counter()
+        submitting = asyncio.gather(*(submit() for _ in range(runs // batch)))
+        await submitting
+        submitted = time.perf_counter() - started
+        while await _succeeded(database) < runs:
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        routing = await database.fetch(
+            "SELECT extract(epoch FROM published_at - ready_at) AS s FROM steps WHERE published_at IS NOT NULL"
+        )
+        await database.close()
+    routing_ms = [float(row["s"]) * 1000 for row in routing]
+    return {
+        "runs": runs,
+        "seconds": round(elapsed, 2),
+        "runs_per_s": round(runs / elapsed, 1),
+        "submit_seconds": round(submitted, 2),
+        "routing_ms_p50": round(percentile(routing_ms, 0.50), 2),
+        "routing_ms_p99": round(percentile(routing_ms, 0.99), 2),
+        "routing_samples": len(routing_ms),
+    }
+
+
+async def latency(url: str, runs: int, gap_s: float = 0.02) -> dict:
+    """Single runs one at a time at light load: from the client sending POST to PostgreSQL recording success."""
+    async with httpx.AsyncClient(base_url=url, headers=_headers(), timeout=30) as client:
+        await _register(client)
+        database = await asyncpg.connect(database_url())
+        for _ in range(20):  # warm connections and caches
+            await client.post("/v1/workflows/bench.noop/runs", json={})
+        await asyncio.sleep(1)
+        sent: dict[str, datetime] = {}
+        for _ in range(runs):
+            before = datetime.now(UTC)
+            response = await client.post("/v1/workflows/bench.noop/runs", json={})
+            sent[response.json()["id"]] = before
+            await asyncio.sleep(gap_s)
+        while True:
+            rows = await database.fetch(
+                "SELECT id::text, finished_at FROM runs WHERE status = 'succeeded' AND id::text = ANY($1)", list(sent)
+            )
+            if len(rows) == runs:
+                break
+            await asyncio.sleep(0.1)
+        routing = await database.fetch(
+            "SELECT extract(epoch FROM s.published_at - s.ready_at) AS s FROM steps s WHERE s.run_id::text = ANY($1)",
+            list(sent),
+        )
+        await database.close()
+    latencies = [(row["finished_at"] - sent[row["id"]]).total_seconds() * 1000 for row in rows]
+    routing_ms = [float(row["s"]) * 1000 for row in routing if row["s"] is not None]
+    return {
+        "runs": runs,
+        "submit_to_succeeded_ms_p50": round(percentile(latencies, 0.50), 2),
+        "submit_to_succeeded_ms_p95": round(percentile(latencies, 0.95), 2),
+        "submit_to_succeeded_ms_p99": round(percentile(latencies, 0.99), 2),
+        "submit_to_succeeded_ms_mean": round(statistics.fmean(latencies), 2),
+        "routing_ms_p50": round(percentile(routing_ms, 0.50), 2),
+        "routing_ms_p99": round(percentile(routing_ms, 0.99), 2),
+    }
+
+
+def api_latency(url: str, rate: float, seconds: float) -> dict:
+    """POST run latency at a fixed request rate, from a load generator in another process (open loop: each
+    request's latency counts from when it was due, so a slow answer cannot hide the ones queued behind it)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", url, API_KEY, str(rate), str(seconds)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(result.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("measure", choices=["throughput", "latency", "api"])
+    parser.add_argument("--runs", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=300)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    with platform(workers=args.workers) as url:
+        if args.measure == "throughput":
+            figures = asyncio.run(throughput(url, args.runs))
+        elif args.measure == "latency":
+            figures = asyncio.run(latency(url, args.runs))
+        else:
+            with httpx.Client(base_url=url, headers=_headers()) as client:
+                client.post("/v1/workflows", json=NOOP_WORKFLOW).raise_for_status()
+            figures = api_latency(url, args.rate, args.seconds)
+    print(json.dumps({"measure": args.measure, "workers": args.workers, **figures}))
+
+
+if __name__ == "__main__":
+    main()
