@@ -73,7 +73,6 @@ class Platform:
             registry,
             max_steps=settings.max_steps_per_workflow,
             max_timeout_s=settings.max_task_timeout_s,
-            default_queue=settings.worker_queue,
         )
         return cls(settings, store, broker, redis_client, dispatcher, engine, registry, payloads)
 

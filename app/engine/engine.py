@@ -43,6 +43,15 @@ class RunRequest:
     idempotency_key: str | None = None
 
 
+async def next_batch(queue: asyncio.Queue, limit: int) -> list:
+    """Waits for one item, then takes whatever else is already waiting (up to `limit`): at light load nothing
+    waits for a batch to fill, at heavy load one round trip serves many items."""
+    batch = [await queue.get()]
+    while not queue.empty() and len(batch) < limit:
+        batch.append(queue.get_nowait())
+    return batch
+
+
 def encode_message(step_ids: list[int]) -> bytes:
     return orjson.dumps({"steps": step_ids})
 
@@ -85,9 +94,7 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._pending.get()]
-            while not self._pending.empty() and len(batch) < 1000:
-                batch.append(self._pending.get_nowait())
+            batch = await next_batch(self._pending, limit=1000)
             try:
                 await self._flush(batch)
             except Exception:  # noqa: BLE001 - the relay republishes whatever this flush could not
@@ -126,7 +133,6 @@ class Engine:
         *,
         max_steps: int,
         max_timeout_s: float,
-        default_queue: str,
     ):
         self.store = store
         self.dispatcher = dispatcher
@@ -134,7 +140,6 @@ class Engine:
         self.tasks = tasks
         self.max_steps = max_steps
         self.max_timeout_s = max_timeout_s
-        self.default_queue = default_queue
         # Latest version of each workflow, refreshed on registration here and at most a second stale elsewhere.
         self._latest: dict[str, tuple[float, Workflow]] = {}
 

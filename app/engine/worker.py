@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from app.adapters.broker import Broker, Delivery
 from app.adapters.payloads import PayloadStore, PayloadTooLargeError
 from app.adapters.store import Changes, ClaimedStep, Store
-from app.engine.engine import Dispatcher, decode_message
+from app.engine.engine import Dispatcher, decode_message, next_batch
 from app.engine.state import Outcome
 from app.engine.tasks import PermanentTaskError, TaskContext, TaskRegistry
 from app.observability import metrics, tracing
@@ -105,9 +105,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while True:
-            batch = [await self._arrivals.get()]
-            while not self._arrivals.empty() and len(batch) < MAX_BATCH:
-                batch.append(self._arrivals.get_nowait())
+            batch = await next_batch(self._arrivals, MAX_BATCH)
             try:
                 await self._claim(batch)
             except Exception:  # noqa: BLE001 - the messages stay unacked; the broker redelivers them
@@ -174,9 +172,7 @@ class Worker:
 
     async def _complete_loop(self) -> None:
         while True:
-            batch = [await self._outcomes.get()]
-            while not self._outcomes.empty() and len(batch) < MAX_BATCH:
-                batch.append(self._outcomes.get_nowait())
+            batch = await next_batch(self._outcomes, MAX_BATCH)
             while True:
                 try:
                     changes = await self.store.complete(batch, self.owner)
