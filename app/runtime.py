@@ -79,10 +79,12 @@ class Platform:
     async def start(self) -> None:
         await self.broker.connect()
         self.dispatcher.start()
+        self.engine.start()
         if self.settings.bootstrap_api_key:
             await self.ensure_admin_key(self.settings.bootstrap_api_key)
 
     async def stop(self) -> None:
+        await self.engine.stop()
         await self.dispatcher.stop()
         await self.broker.close()
         await self.redis.aclose()

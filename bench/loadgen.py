@@ -11,24 +11,27 @@ import json
 import sys
 import time
 
-import httpx
+import aiohttp
 
 
 async def main(url: str, key: str, rate: float, seconds: float) -> None:
     total = int(rate * seconds)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=200)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(base_url=url, headers=headers, connector=connector) as client:
+
+        async def one(due: float | None = None) -> None:
+            async with client.post("/v1/workflows/bench.noop/runs", json={}) as response:
+                await response.read()
+            if due is not None:
+                latencies.append(time.perf_counter() - due)
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
         for _ in range(10):
-            await client.post("/v1/workflows/bench.noop/runs", json={})
+            await one()
         start = time.perf_counter()
-
-        async def one(due: float) -> None:
-            response = await client.post("/v1/workflows/bench.noop/runs", json={})
-            latencies.append(time.perf_counter() - due)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
         pending = []
         for i in range(total):
             due = start + i / rate

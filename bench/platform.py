@@ -5,8 +5,8 @@ the local PostgreSQL, RabbitMQ and Redis, driven over HTTP.
     python -m bench.platform latency --runs 300
     python -m bench.platform api --rate 300 --seconds 10
 
-Every figure comes from timestamps the platform itself records (run created/finished, step ready/published) or
-from the client's clock on the same machine.
+Every figure comes from what the platform itself records (run timestamps in PostgreSQL, the routing-latency
+histogram on each process's /metrics) or from the client's clock on the same machine.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -62,6 +65,12 @@ def database_url() -> str:
     return POSTGRES_ADMIN_URL.rpartition("/")[0] + "/" + DATABASE
 
 
+@dataclass(frozen=True)
+class Deployment:
+    url: str
+    metrics_urls: list[str]
+
+
 @contextmanager
 def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
     """A fresh database and queue, the migrations Job's work, an API process and `workers` worker processes."""
@@ -85,13 +94,17 @@ def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
     _delete_queue()
     subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
     processes = [subprocess.Popen([sys.executable, "-m", "app", "api"], cwd=REPO_ROOT, env=env)]
+    url = f"http://127.0.0.1:{port}"
+    metrics_urls = [f"{url}/metrics"]
     for _ in range(workers):
-        worker_env = {**env, "APP_METRICS_PORT": str(_free_port())}
+        metrics_port = _free_port()
+        worker_env = {**env, "APP_METRICS_PORT": str(metrics_port)}
         processes.append(subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=REPO_ROOT, env=worker_env))
+        metrics_urls.append(f"http://127.0.0.1:{metrics_port}/metrics")
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url)
-        yield url
+        for ready_url in [f"{url}/readyz", *(m.replace("/metrics", "/healthz") for m in metrics_urls[1:])]:
+            _wait_ready(ready_url)
+        yield Deployment(url, metrics_urls)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -102,6 +115,49 @@ def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
                 process.kill()
         _delete_queue()
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+
+
+ROUTING_HISTOGRAM = "workflow_routing_latency_seconds"
+
+
+def routing_buckets(metrics_urls: list[str]) -> dict[float, float]:
+    """The routing-latency histogram's cumulative bucket counts, summed over the API and worker processes."""
+    buckets: dict[float, float] = defaultdict(float)
+    for metrics_url in metrics_urls:
+        for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=5).text):
+            if family.name != ROUTING_HISTOGRAM:
+                continue
+            for sample in family.samples:
+                if sample.name == ROUTING_HISTOGRAM + "_bucket":
+                    buckets[float(sample.labels["le"])] += sample.value
+    return buckets
+
+
+def histogram_quantile(fraction: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """The quantile of what was observed between two scrapes, interpolated within its bucket as Prometheus's
+    histogram_quantile does."""
+    bounds = sorted(after)
+    counts = [after[bound] - before.get(bound, 0.0) for bound in bounds]
+    total = counts[-1]
+    if total == 0:
+        return float("nan")
+    rank = fraction * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_bound, lower_count = bound, count
+    return bounds[-2]
+
+
+def routing_figures(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    return {
+        "routing_ms_p50": round(histogram_quantile(0.50, before, after) * 1000, 2),
+        "routing_ms_p99": round(histogram_quantile(0.99, before, after) * 1000, 2),
+        "routing_samples": int(after[float("inf")] - before.get(float("inf"), 0.0)),
+    }
 
 
 def _delete_queue() -> None:
@@ -117,12 +173,12 @@ def _delete_queue() -> None:
 def _wait_ready(url: str) -> None:
     for _ in range(400):
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    raise RuntimeError("the API did not become ready")
+    raise RuntimeError(f"{url} did not answer 200")
 
 
 def _headers() -> dict[str, str]:
@@ -138,9 +194,9 @@ async def _succeeded(connection: asyncpg.Connection) -> int:
     return await connection.fetchval("SELECT count(*) FROM runs WHERE status = 'succeeded'")
 
 
-async def throughput(url: str, runs: int, batch: int = 1000, concurrency: int = 4) -> dict:
+async def throughput(deployment: Deployment, runs: int, batch: int = 1000, concurrency: int = 4) -> dict:
     """Submit `runs` single-step noop runs through the batch endpoint; done when PostgreSQL has them succeeded."""
-    async with httpx.AsyncClient(base_url=url, headers=_headers(), timeout=120) as client:
+    async with httpx.AsyncClient(base_url=deployment.url, headers=_headers(), timeout=120) as client:
         await _register(client)
         database = await asyncpg.connect(database_url())
         body = {"runs": [{"workflow": "bench.noop"}] * batch}
@@ -150,37 +206,32 @@ async def throughput(url: str, runs: int, batch: int = 1000, concurrency: int = 
             async with slots:
                 (await client.post("/v1/runs:batch", json=body)).raise_for_status()
 
+        routing_before = routing_buckets(deployment.metrics_urls)
         started = time.perf_counter()
-        submitting = asyncio.gather(*(submit() for _ in range(runs // batch)))
-        await submitting
+        await asyncio.gather(*(submit() for _ in range(runs // batch)))
         submitted = time.perf_counter() - started
         while await _succeeded(database) < runs:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
-        routing = await database.fetch(
-            "SELECT extract(epoch FROM published_at - ready_at) AS s FROM steps WHERE published_at IS NOT NULL"
-        )
         await database.close()
-    routing_ms = [float(row["s"]) * 1000 for row in routing]
     return {
         "runs": runs,
         "seconds": round(elapsed, 2),
         "runs_per_s": round(runs / elapsed, 1),
         "submit_seconds": round(submitted, 2),
-        "routing_ms_p50": round(percentile(routing_ms, 0.50), 2),
-        "routing_ms_p99": round(percentile(routing_ms, 0.99), 2),
-        "routing_samples": len(routing_ms),
+        **routing_figures(routing_before, routing_buckets(deployment.metrics_urls)),
     }
 
 
-async def latency(url: str, runs: int, gap_s: float = 0.02) -> dict:
+async def latency(deployment: Deployment, runs: int, gap_s: float = 0.02) -> dict:
     """Single runs one at a time at light load: from the client sending POST to PostgreSQL recording success."""
-    async with httpx.AsyncClient(base_url=url, headers=_headers(), timeout=30) as client:
+    async with httpx.AsyncClient(base_url=deployment.url, headers=_headers(), timeout=30) as client:
         await _register(client)
         database = await asyncpg.connect(database_url())
         for _ in range(20):  # warm connections and caches
             await client.post("/v1/workflows/bench.noop/runs", json={})
         await asyncio.sleep(1)
+        routing_before = routing_buckets(deployment.metrics_urls)
         sent: dict[str, datetime] = {}
         for _ in range(runs):
             before = datetime.now(UTC)
@@ -194,21 +245,15 @@ async def latency(url: str, runs: int, gap_s: float = 0.02) -> dict:
             if len(rows) == runs:
                 break
             await asyncio.sleep(0.1)
-        routing = await database.fetch(
-            "SELECT extract(epoch FROM s.published_at - s.ready_at) AS s FROM steps s WHERE s.run_id::text = ANY($1)",
-            list(sent),
-        )
         await database.close()
     latencies = [(row["finished_at"] - sent[row["id"]]).total_seconds() * 1000 for row in rows]
-    routing_ms = [float(row["s"]) * 1000 for row in routing if row["s"] is not None]
     return {
         "runs": runs,
         "submit_to_succeeded_ms_p50": round(percentile(latencies, 0.50), 2),
         "submit_to_succeeded_ms_p95": round(percentile(latencies, 0.95), 2),
         "submit_to_succeeded_ms_p99": round(percentile(latencies, 0.99), 2),
         "submit_to_succeeded_ms_mean": round(statistics.fmean(latencies), 2),
-        "routing_ms_p50": round(percentile(routing_ms, 0.50), 2),
-        "routing_ms_p99": round(percentile(routing_ms, 0.99), 2),
+        **routing_figures(routing_before, routing_buckets(deployment.metrics_urls)),
     }
 
 
@@ -233,15 +278,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
-    with platform(workers=args.workers) as url:
+    with platform(workers=args.workers) as deployment:
         if args.measure == "throughput":
-            figures = asyncio.run(throughput(url, args.runs))
+            figures = asyncio.run(throughput(deployment, args.runs))
         elif args.measure == "latency":
-            figures = asyncio.run(latency(url, args.runs))
+            figures = asyncio.run(latency(deployment, args.runs))
         else:
-            with httpx.Client(base_url=url, headers=_headers()) as client:
+            with httpx.Client(base_url=deployment.url, headers=_headers()) as client:
                 client.post("/v1/workflows", json=NOOP_WORKFLOW).raise_for_status()
-            figures = api_latency(url, args.rate, args.seconds)
+            figures = api_latency(deployment.url, args.rate, args.seconds)
     print(json.dumps({"measure": args.measure, "workers": args.workers, **figures}))
 
 

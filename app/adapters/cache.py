@@ -14,7 +14,11 @@ import redis.asyncio as redis
 
 def connect(url: str) -> redis.Redis:
     if url:
-        return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        # A blocking pool: a burst of requests waits briefly for a connection instead of failing.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=5, decode_responses=True, health_check_interval=30
+        )
+        return redis.Redis.from_pool(pool)
     return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
 
 

@@ -5,6 +5,7 @@ The schema is SQLAlchemy Core so one set of statements serves both databases; Al
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -150,11 +151,17 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def encode_json(value) -> str:
+    """One JSON encoding for every JSON column: orjson's, the same the payload size check measures."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     url = sqlalchemy_url(url)
+    json_codec = {"json_serializer": encode_json, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
         # One connection: SQLite has a single writer, and a shared connection never sees "database is locked".
-        engine = create_async_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        engine = create_async_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False}, **json_codec)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(connection, _record):
@@ -164,4 +171,6 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it costs two round trips per checkout. A connection found dead is invalidated with its pool,
+    # and the store retries the transaction on a fresh one.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, **json_codec)

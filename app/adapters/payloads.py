@@ -9,11 +9,11 @@ than silently stored inline.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
 import boto3
+import orjson
 
 REFERENCE_KEY = "$payload"
 S3_SCHEME = "s3://"
@@ -21,6 +21,22 @@ S3_SCHEME = "s3://"
 
 class PayloadError(Exception):
     pass
+
+
+class UnstorableTextError(PayloadError):
+    def __init__(self) -> None:
+        super().__init__("the value holds text with the NUL character (\\u0000), which PostgreSQL cannot store")
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether any string in a JSON value, key or item, holds U+0000 (PostgreSQL's JSONB and text reject it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(contains_nul(item) for item in value)
+    return False
 
 
 class PayloadTooLargeError(PayloadError):
@@ -63,7 +79,10 @@ class PayloadStore:
 
         `key_hint` (e.g. "runs/<run id>/<step>") becomes the object's key prefix so related payloads sit together.
         """
-        encoded = json.dumps(value, separators=(",", ":")).encode()
+        encoded = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        # The encoding escapes NUL as \u0000, so only a value whose encoding shows that sequence needs the walk.
+        if b"\\u0000" in encoded and contains_nul(value):
+            raise UnstorableTextError
         if len(encoded) <= self.inline_limit_bytes:
             return value
         if self._client is None:
@@ -83,7 +102,7 @@ class PayloadStore:
             raise PayloadError(f"cannot resolve {value[REFERENCE_KEY]}: no object storage is configured")
         # The reference names its own bucket, so payloads written before a bucket change still resolve.
         bucket, _, key = value[REFERENCE_KEY].removeprefix(S3_SCHEME).partition("/")
-        return json.loads(await asyncio.to_thread(self._download, bucket, key))
+        return orjson.loads(await asyncio.to_thread(self._download, bucket, key))
 
     def _download(self, bucket: str, key: str) -> bytes:
         return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()

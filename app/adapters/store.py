@@ -149,7 +149,9 @@ class Store:
                     return await work(connection, *args)
             except DBAPIError as error:
                 sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
-                if sqlstate not in RETRIED_SQLSTATES or attempt == 4:
+                # A dropped connection (the database restarted) is replaced by the pool on the next attempt.
+                retried = sqlstate in RETRIED_SQLSTATES or error.connection_invalidated
+                if not retried or attempt == 4:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")

@@ -71,28 +71,36 @@ def decode_message(body: bytes) -> list[int]:
 class Dispatcher:
     """Publishes ready steps and rings event doorbells after commit, coalescing what many concurrent
     transactions hand it into few broker messages. What it fails to publish stays unpublished in the database,
-    where the relay finds it again: nothing committed is lost."""
+    where the relay finds it again: nothing committed is lost.
+
+    Recording that steps were published is off the publishing path: it only spares the relay a duplicate
+    message, so the next publish need not wait for it."""
 
     def __init__(self, store: Store, broker: Broker, doorbell: EventDoorbell):
         self._store = store
         self._broker = broker
         self._doorbell = doorbell
         self._pending: asyncio.Queue[tuple[Changes, float]] = asyncio.Queue()
-        self._task: asyncio.Task | None = None
+        self._published: asyncio.Queue[list[int]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="dispatcher")
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name="dispatcher"),
+            asyncio.create_task(self._mark_published_loop(), name="mark-published"),
+        ]
 
     async def stop(self) -> None:
         await self._pending.join()
-        if self._task:
-            self._task.cancel()
+        await self._published.join()
+        for task in self._tasks:
+            task.cancel()
 
     def submit(self, changes: Changes) -> None:
         if changes.dispatches or changes.events:
             self._pending.put_nowait((changes, time.perf_counter()))
 
-    async def _run(self) -> None:
+    async def _publish_loop(self) -> None:
         while True:
             batch = await next_batch(self._pending, limit=1000)
             try:
@@ -106,7 +114,6 @@ class Dispatcher:
     async def _flush(self, batch: list[tuple[Changes, float]]) -> None:
         by_queue: dict[str, list[Dispatch]] = defaultdict(list)
         run_ids: set[str] = set()
-        oldest = min(started for _, started in batch)
         for changes, _ in batch:
             for dispatch in changes.dispatches:
                 by_queue[dispatch.queue].append(dispatch)
@@ -117,10 +124,24 @@ class Dispatcher:
             bodies = [encode_message(ids[i : i + STEPS_PER_MESSAGE]) for i in range(0, len(ids), STEPS_PER_MESSAGE)]
             await self._broker.publish(queue, bodies, tracing.inject_headers())
             published.extend(ids)
+        confirmed = time.perf_counter()
+        for changes, committed in batch:
+            for _ in changes.dispatches:
+                metrics.ROUTING_LATENCY.observe(confirmed - committed)
         if published:
-            latency = time.perf_counter() - oldest
-            metrics.ROUTING_LATENCY.observe(latency)
-        await asyncio.gather(self._store.mark_published(published), self._doorbell.ring(run_ids))
+            self._published.put_nowait(published)
+        await self._doorbell.ring(run_ids)
+
+    async def _mark_published_loop(self) -> None:
+        while True:
+            batch = await next_batch(self._published, limit=1000)
+            try:
+                await self._store.mark_published([step_id for ids in batch for step_id in ids])
+            except Exception:  # noqa: BLE001 - unmarked steps are merely published again by the relay
+                log.exception("recording %d publishes failed", sum(len(ids) for ids in batch))
+            finally:
+                for _ in batch:
+                    self._published.task_done()
 
 
 class Engine:
@@ -142,6 +163,16 @@ class Engine:
         self.max_timeout_s = max_timeout_s
         # Latest version of each workflow, refreshed on registration here and at most a second stale elsewhere.
         self._latest: dict[str, tuple[float, Workflow]] = {}
+        self._creations: asyncio.Queue[tuple[list[NewRun], asyncio.Future]] = asyncio.Queue()
+        self._creator: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._creator = asyncio.create_task(self._create_loop(), name="run-creator")
+
+    async def stop(self) -> None:
+        await self._creations.join()
+        if self._creator:
+            self._creator.cancel()
 
     async def register_workflow(self, spec: WorkflowSpec) -> tuple[Workflow, bool]:
         definitions.validate(
@@ -172,15 +203,44 @@ class Engine:
             )
             for request in requests
         ]
-        created, changes = await self.store.create_runs(new_runs)
+        created_by = asyncio.get_running_loop().create_future()
+        self._creations.put_nowait((new_runs, created_by))
+        created = await created_by
         for request, run in zip(requests, created, strict=True):
             if request.idempotency_key and not run.created and run.workflow != request.workflow:
                 raise IdempotencyConflictError(
                     f"Idempotency-Key {request.idempotency_key!r} was already used for a run of {run.workflow!r}"
                 )
+        return created
+
+    async def _create_loop(self) -> None:
+        """Group commit: the runs of every request waiting meanwhile are created in one transaction, so many
+        clients each starting one run cost about one round trip per batch, not one per run."""
+        while True:
+            batch = await next_batch(self._creations, limit=64)
+            try:
+                await self._create(batch)
+            except Exception as error:  # noqa: BLE001 - one request's bad data must not fail the others with it
+                if len(batch) == 1:
+                    _settle(batch[0][1], error=error)
+                else:
+                    for request in batch:
+                        try:
+                            await self._create([request])
+                        except Exception as own_error:  # noqa: BLE001 - the request's own failure is its answer
+                            _settle(request[1], error=own_error)
+            finally:
+                for _ in batch:
+                    self._creations.task_done()
+
+    async def _create(self, batch: list[tuple[list[NewRun], asyncio.Future]]) -> None:
+        created, changes = await self.store.create_runs([run for new_runs, _ in batch for run in new_runs])
         self.dispatcher.submit(changes)
         metrics.RUNS_STARTED.inc(sum(run.created for run in created))
-        return created
+        offset = 0
+        for new_runs, created_by in batch:
+            _settle(created_by, result=created[offset : offset + len(new_runs)])
+            offset += len(new_runs)
 
     async def cancel_run(self, run_id: uuid.UUID) -> tuple[str | None, bool]:
         """The run's status afterwards (None: no such run) and whether this call changed it."""
@@ -192,3 +252,13 @@ class Engine:
         status, changes = await self.store.retry_run(run_id)
         self.dispatcher.submit(changes)
         return status, bool(changes.events)
+
+
+def _settle(future: asyncio.Future, *, result: Any = None, error: BaseException | None = None) -> None:
+    """Answers a waiting request, unless its client already went away."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from app.adapters.broker import Broker, Delivery
-from app.adapters.payloads import PayloadStore, PayloadTooLargeError
+from app.adapters.payloads import PayloadError, PayloadStore
 from app.adapters.store import Changes, ClaimedStep, Store
 from app.engine.engine import Dispatcher, decode_message, next_batch
 from app.engine.state import Outcome
@@ -164,7 +164,7 @@ class Worker:
             return Outcome(step.id, True, output=output)
         except TimeoutError:
             return Outcome(step.id, False, error=_error("Timeout", f"the task ran longer than {step.timeout_s} s"))
-        except (PermanentTaskError, PayloadTooLargeError) as error:
+        except (PermanentTaskError, PayloadError) as error:
             return Outcome(step.id, False, error=_error(type(error).__name__, str(error)), retryable=False)
         except Exception as error:  # noqa: BLE001 - any task failure is the step's outcome, not the worker's
             log.info("step %s of run %s failed: %s", step.name, step.run_id, error)

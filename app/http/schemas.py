@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.adapters.payloads import contains_nul
 from app.engine.definitions import StepSpec, WorkflowSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 Role = Literal["admin", "submit", "read"]
+
+
+def _storable(value: Any) -> Any:
+    if contains_nul(value):
+        raise ValueError("text must not contain the NUL character (\\u0000)")
+    return value
+
+
+# What the database stores as given: no text in it may hold NUL, which PostgreSQL rejects.
+StorableObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_storable),
+    Field(description="Any JSON object; no text in it, keys included, may contain the NUL character (U+0000)."),
+]
+StorableText = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 
 
 class Strict(BaseModel):
@@ -20,9 +36,9 @@ class Strict(BaseModel):
 
 class StepIn(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Unique within the workflow.")
-    task: str = Field(min_length=1, max_length=200, description="A registered task, e.g. `builtin.echo`.")
-    depends_on: list[str] = Field(default_factory=list, max_length=200)
-    input: dict[str, Any] = Field(default_factory=dict)
+    task: StorableText = Field(min_length=1, max_length=200, description="A registered task, e.g. `builtin.echo`.")
+    depends_on: list[StorableText] = Field(default_factory=list, max_length=200)
+    input: StorableObject = Field(default_factory=dict)
     retries: int = Field(0, ge=0, le=50, description="Attempts after the first one.")
     timeout_s: float | None = Field(
         None, description="Seconds; > 0 and at most the platform's longest task timeout (default 60, or that limit)."
@@ -32,7 +48,7 @@ class StepIn(Strict):
 
 class WorkflowIn(Strict):
     name: str = Field(pattern=NAME_PATTERN)
-    steps: list[StepIn] = Field(max_length=10_000)
+    steps: list[StepIn] = Field(min_length=1, max_length=10_000)
 
     def to_spec(self, default_queue: str, max_timeout_s: float) -> WorkflowSpec:
         """The engine's definition, with the platform's defaults for what the request left out."""
@@ -62,13 +78,13 @@ class WorkflowOut(BaseModel):
 
 
 class RunIn(Strict):
-    input: dict[str, Any] = Field(default_factory=dict)
+    input: StorableObject = Field(default_factory=dict)
 
 
 class BatchRunItem(Strict):
     workflow: str = Field(pattern=NAME_PATTERN)
-    input: dict[str, Any] = Field(default_factory=dict)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    input: StorableObject = Field(default_factory=dict)
+    idempotency_key: StorableText | None = Field(None, min_length=1, max_length=200)
 
 
 class BatchRunsIn(Strict):
@@ -143,7 +159,7 @@ class DeadLetterOut(BaseModel):
 
 
 class ApiKeyIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: StorableText = Field(min_length=1, max_length=200)
     role: Role
 
 

@@ -37,3 +37,9 @@ async def needs_file(context: TaskContext) -> dict:
     if not Path(context.step_input["path"]).exists():
         raise RuntimeError(f"{context.step_input['path']} is missing")
     return {"found": True}
+
+
+@task("test.nul_text")
+async def nul_text(context: TaskContext) -> dict:
+    """Returns text PostgreSQL cannot store, as a careless task might."""
+    return {"text": "before\x00after"}

@@ -4,8 +4,11 @@ in the one error shape."""
 import asyncio
 import uuid
 
+import httpx
 import pytest
 
+from app.http.api import create_app
+from app.runtime import Platform
 from tests.app.conftest import register, running_platform, start, wait_for_run
 
 pytestmark = pytest.mark.asyncio
@@ -59,7 +62,6 @@ async def test_a_changed_definition_becomes_the_next_version_and_new_runs_use_it
         ([{"name": "a", "task": "builtin.noop", "timeout_s": -5}], ["timeout_s -5"]),
         ([{"name": "a", "task": "builtin.noop", "timeout_s": 3600}], ["timeout_s 3600", "<= 30"]),
         ([{"name": f"s{i}", "task": "builtin.noop"} for i in range(201)], ["201 steps", "limit is 200"]),
-        ([], ["at least one step"]),
     ],
     ids=[
         "cycle",
@@ -70,7 +72,6 @@ async def test_a_changed_definition_becomes_the_next_version_and_new_runs_use_it
         "negative-timeout",
         "timeout-over-limit",
         "too-many-steps",
-        "no-steps",
     ],
 )
 async def test_an_invalid_definition_is_rejected_naming_the_problem(api, steps, words):
@@ -89,6 +90,11 @@ async def test_an_invalid_definition_is_rejected_naming_the_problem(api, steps, 
         ({"name": "x", "steps": [{"name": "a", "task": "builtin.noop", "retries": "many"}]}, "body.steps.0.retries"),
         ({"name": "x", "steps": NOOP, "surprise": 1}, "body.surprise"),
         ({"name": "x", "steps": "none"}, "body.steps"),
+        ({"name": "x", "steps": []}, "body.steps"),
+        (
+            {"name": "x", "steps": [{"name": "a", "task": "builtin.noop", "input": {"k": "a\u0000b"}}]},
+            "body.steps.0.input",
+        ),
     ],
 )
 async def test_a_malformed_definition_is_rejected_naming_the_field(api, body, location):
@@ -100,6 +106,40 @@ async def test_a_malformed_definition_is_rejected_naming_the_field(api, body, lo
 async def test_a_body_that_is_not_json_is_rejected(api):
     response = await api.post("/v1/workflows", content=b"{not json", headers={"Content-Type": "application/json"})
     assert_error(response, 422, "invalid_request")
+
+
+async def test_a_body_that_is_not_text_is_malformed(api):
+    response = await api.post("/v1/workflows", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert_error(response, 400, "malformed_request")
+
+
+async def test_run_input_with_a_nul_character_is_rejected_naming_the_field(api):
+    await register(api, "orders", NOOP)
+    single = await api.post("/v1/workflows/orders/runs", json={"input": {"note": "a\u0000b"}})
+    assert_error(single, 422, "invalid_request", "body.input", "NUL")
+    batch = await api.post("/v1/runs:batch", json={"runs": [{"workflow": "orders", "input": {"a\u0000": 1}}]})
+    assert_error(batch, 422, "invalid_request", "body.runs.0.input")
+    assert (await api.get("/v1/runs")).json()["runs"] == []
+
+
+async def test_numbers_beyond_what_the_database_holds_are_rejected(api):
+    await register(api, "orders", NOOP)
+    response = await api.get("/v1/workflows/orders", params={"version": 2**31})
+    assert_error(response, 422, "invalid_request", "version")
+
+
+async def test_an_unreachable_database_answers_503_with_retry_after(settings):
+    unreachable = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/none"})
+    platform = Platform.build(unreachable)
+    await platform.start()
+    transport = httpx.ASGITransport(app=create_app(platform, manage_lifecycle=False), raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.get("/v1/runs", headers={"Authorization": "Bearer some-key"})
+    finally:
+        await platform.stop()
+    assert_error(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "1"
 
 
 async def test_a_body_over_the_limit_is_rejected(api, settings):

@@ -7,6 +7,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from app.engine.engine import RunRequest
 from tests.app.conftest import register, running_platform, start, wait_for_run
 
 pytestmark = pytest.mark.asyncio
@@ -209,6 +210,30 @@ async def test_a_large_output_without_object_storage_fails_the_step_permanently(
     run = await wait_for_run(api, (await start(api, "toobig"))["id"])
     assert run["status"] == "failed"
     assert run["steps"][0]["attempt"] == 1 and run["steps"][0]["error"]["type"] == "PayloadTooLargeError"
+
+
+async def test_an_output_the_database_cannot_store_fails_the_step_and_the_worker_goes_on(api, worker):
+    await register(api, "nul", [{"name": "make", "task": "test.nul_text", "retries": 3}])
+    await register(api, "fine", [{"name": "only", "task": "builtin.noop"}])
+    failed = await wait_for_run(api, (await start(api, "nul"))["id"])
+    assert failed["status"] == "failed"
+    assert failed["steps"][0]["attempt"] == 1 and failed["steps"][0]["error"]["type"] == "UnstorableTextError"
+    assert (await wait_for_run(api, (await start(api, "fine"))["id"]))["status"] == "succeeded"
+
+
+async def test_runs_refused_by_the_database_fail_alone_while_runs_submitted_with_them_start(api, platform):
+    await register(api, "orders", [{"name": "only", "task": "builtin.noop"}])
+    too_long_key = "k" * 500  # over the column's 200 characters, which the API would have refused with a 422
+    outcomes = await asyncio.gather(
+        *(platform.engine.start_runs([RunRequest("orders", {"n": n})], None) for n in range(5)),
+        platform.engine.start_runs([RunRequest("orders", {}, too_long_key)], None),
+        *(platform.engine.start_runs([RunRequest("orders", {"n": n})], None) for n in range(5, 10)),
+        return_exceptions=True,
+    )
+    refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    assert len(refused) == 1 and "too long" in str(refused[0])
+    listed = (await api.get("/v1/runs", params={"limit": 50})).json()["runs"]
+    assert len(listed) == 10
 
 
 async def test_every_state_change_is_an_event_in_order(api, worker, platform):
