@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
+import sys
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -23,6 +27,7 @@ from app.settings import Settings
 POSTGRES = os.environ.get("APP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP = os.environ.get("APP_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 REDIS = os.environ.get("APP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parents[2]
 TABLES = "events, steps, runs, workflows, api_keys, dead_letters"
 
 
@@ -45,27 +50,51 @@ def database_url() -> str:
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def make_settings(database_url: str, **overrides) -> Settings:
+    """Settings for a platform on the test services, with a queue of its own and short timings."""
+    defaults = {
+        "database_url": database_url,
+        "amqp_url": AMQP,
+        "redis_url": REDIS,
+        "worker_queue": f"test.{uuid.uuid4().hex[:12]}",
+        "worker_concurrency": 64,
+        "lease_s": 2,
+        "republish_after_s": 1,
+        "relay_interval_s": 0.2,
+        "retry_base_s": 0.05,
+        "retry_max_s": 0.2,
+        "max_task_timeout_s": 30,
+        "delivery_limit": 2,
+        "max_body_bytes": 64 * 1024,
+        "rate_limit_per_second": 10_000,
+        "api_key_cache_s": 0,
+        "task_modules": ["tests.app.tasks_for_tests"],
+    }
+    return Settings(**{**defaults, **overrides})
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     asyncio.run(_truncate(database_url))
-    return Settings(
-        database_url=database_url,
-        amqp_url=AMQP,
-        redis_url=REDIS,
-        worker_queue=f"test.{uuid.uuid4().hex[:12]}",
-        worker_concurrency=64,
-        lease_s=2,
-        republish_after_s=1,
-        relay_interval_s=0.2,
-        retry_base_s=0.05,
-        retry_max_s=0.2,
-        max_task_timeout_s=30,
-        delivery_limit=2,
-        max_body_bytes=64 * 1024,
-        rate_limit_per_second=10_000,
-        api_key_cache_s=0,
-        task_modules=["tests.app.tasks_for_tests"],
-    )
+    return make_settings(database_url)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_process(role: str, settings: Settings) -> tuple[subprocess.Popen, int]:
+    """`python -m app <role>` as the container runs it, configured from `settings`; returns it and its HTTP port
+    (the API's port, or the worker's health and metrics port)."""
+    port = free_port()
+    env = {**os.environ, "APP_LOG_FORMAT": "text", "APP_HOST": "127.0.0.1", "APP_PORT": str(port)}
+    env["APP_METRICS_PORT"] = str(port)
+    for name, value in settings.model_dump(exclude={"log_format", "host", "port", "metrics_port"}).items():
+        env[f"APP_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
+    process = subprocess.Popen([sys.executable, "-m", "app", role], cwd=ROOT, env=env)
+    return process, port
 
 
 async def _truncate(database_url: str) -> None:

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,11 +13,9 @@ import pytest
 from app.adapters.broker import MemoryBroker, dead_letter_queue
 from app.adapters.cache import RateLimiter, connect
 from app.settings import Settings
-from tests.app.conftest import register, running_platform, start, wait_for_run
-from tests.app.test_resilience import free_port
+from tests.app.conftest import ROOT, free_port, register, running_platform, start, wait_for_run
 
 pytestmark = pytest.mark.asyncio
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -3,35 +3,16 @@ a burst, and a worker told to stop finishes what it runs first. Workers here are
 processes."""
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app.conftest import register, running_platform, start, wait_for_run
+from tests.app.conftest import register, running_platform, start, start_process, wait_for_run
 
 pytestmark = pytest.mark.asyncio
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_worker(settings) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {**os.environ, "APP_LOG_FORMAT": "text", "APP_HOST": "127.0.0.1", "APP_METRICS_PORT": str(port)}
-    for name, value in settings.model_dump(exclude={"log_format", "host", "metrics_port"}).items():
-        env[f"APP_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
-    process = subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=ROOT, env=env)
-    return process, port
 
 
 async def wait_until(condition, timeout: float = 20, what: str = "condition"):
@@ -62,7 +43,7 @@ async def test_a_step_whose_worker_is_killed_runs_to_completion_once_on_another_
             "survivor",
             [{"name": "work", "task": "test.record", "retries": 2, "input": {"journal": str(journal), "seconds": 1.5}}],
         )
-        doomed, port = start_worker(settings)
+        doomed, port = start_process("worker", settings)
         try:
             await wait_healthy(port)
             run_id = (await start(api, "survivor"))["id"]
@@ -88,7 +69,7 @@ async def test_a_worker_told_to_stop_finishes_its_running_step_first(settings, t
         await register(
             api, "finish", [{"name": "work", "task": "test.record", "input": {"journal": str(journal), "seconds": 1}}]
         )
-        process, port = start_worker(settings)
+        process, port = start_process("worker", settings)
         try:
             await wait_healthy(port)
             run_id = (await start(api, "finish"))["id"]
