@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -117,6 +118,14 @@ workflow-platform dev: API, worker and relay in one process (SQLite, in-process 
         await platform.stop()
 
 
+def tune_garbage_collector() -> None:
+    """The hot paths allocate many short-lived objects (rows, events, messages) and few cycles: with the default
+    threshold the cyclic collector runs hundreds of times a second and rescans every module object loaded at
+    start-up. Those are frozen out of its sight, and it runs a fraction as often."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="Run one role of the workflow platform.")
     roles = parser.add_subparsers(dest="role", required=True)
@@ -132,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_format if args.role != "dev" else "text", settings.log_level)
     configure_tracing(f"workflow-{args.role}")
+    tune_garbage_collector()
 
     if args.role == "migrate":
         if not settings.database_url:

@@ -31,6 +31,7 @@ class Platform:
     store: Store
     broker: Broker
     redis: cache.redis.Redis
+    doorbell: cache.EventDoorbell
     dispatcher: Dispatcher
     engine: Engine
     tasks: TaskRegistry
@@ -55,7 +56,8 @@ class Platform:
             RabbitBroker(settings.amqp_url, settings.delivery_limit) if settings.amqp_url else MemoryBroker()
         )
         redis_client = cache.connect(settings.redis_url)
-        dispatcher = Dispatcher(store, broker, cache.EventDoorbell(redis_client))
+        doorbell = cache.EventDoorbell(redis_client)
+        dispatcher = Dispatcher(store, broker, doorbell)
         payloads = (
             PayloadStore.from_settings(
                 endpoint_url=settings.s3_endpoint_url or None,
@@ -74,7 +76,7 @@ class Platform:
             max_steps=settings.max_steps_per_workflow,
             max_timeout_s=settings.max_task_timeout_s,
         )
-        return cls(settings, store, broker, redis_client, dispatcher, engine, registry, payloads)
+        return cls(settings, store, broker, redis_client, doorbell, dispatcher, engine, registry, payloads)
 
     async def start(self) -> None:
         await self.broker.connect()
@@ -86,6 +88,7 @@ class Platform:
     async def stop(self) -> None:
         await self.engine.stop()
         await self.dispatcher.stop()
+        await self.doorbell.close()
         await self.broker.close()
         await self.redis.aclose()
         await self.store.engine.dispose()

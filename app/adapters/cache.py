@@ -3,13 +3,18 @@ listeners a run has new events. fakeredis stands in for it in `dev`."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import fakeredis
 import redis.asyncio as redis
+
+log = logging.getLogger(__name__)
 
 
 def connect(url: str) -> redis.Redis:
@@ -46,29 +51,64 @@ class RateLimiter:
 
 
 class EventDoorbell:
-    """Rings `run:<id>` after a transaction that added events to the run commits; listeners then read the events
-    from the database, which alone decides their order."""
+    """Tells WebSocket listeners a run has new events, after the transaction that added them commits; listeners
+    then read the events from the database, which alone decides their order.
+
+    Rings go out on one channel, many run ids to a message, so a busy worker publishes once per batch, and each
+    API process holds one subscription however many WebSockets it serves. A ring is only a hint: listeners also
+    look on their own now and then, so a ring lost while the subscription reconnects only delays an event."""
+
+    CHANNEL = "workflow:run-events"
 
     def __init__(self, client: redis.Redis):
         self._client = client
+        self._listeners: dict[str, set[asyncio.Queue[None]]] = defaultdict(set)
+        self._receiver: asyncio.Task | None = None
+        self._subscribed: asyncio.Event | None = None
 
     async def ring(self, run_ids: set[str]) -> None:
-        if not run_ids:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for run_id in run_ids:
-                pipe.publish(f"run:{run_id}", "1")
-            await pipe.execute()
+        if run_ids:
+            await self._client.publish(self.CHANNEL, " ".join(run_ids))
 
     async def listen(self, run_id: str) -> AsyncIterator[None]:
-        """Yields once subscribed, then once per ring."""
-        pubsub = self._client.pubsub()
-        await pubsub.subscribe(f"run:{run_id}")
+        """Yields once subscribed, then once per ring (rings that arrive meanwhile coalesce into one)."""
+        if self._receiver is None or self._receiver.done():
+            self._subscribed = asyncio.Event()
+            self._receiver = asyncio.create_task(self._receive(self._subscribed), name="event-doorbell")
+        await self._subscribed.wait()
+        rung: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        self._listeners[run_id].add(rung)
         try:
             yield None
-            async for message in pubsub.listen():
-                if message["type"] == "message":
-                    yield None
+            while True:
+                await rung.get()
+                yield None
         finally:
-            await pubsub.unsubscribe()
-            await pubsub.aclose()
+            self._listeners[run_id].discard(rung)
+            if not self._listeners[run_id]:
+                del self._listeners[run_id]
+
+    async def close(self) -> None:
+        if self._receiver:
+            self._receiver.cancel()
+
+    async def _receive(self, subscribed: asyncio.Event) -> None:
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self.CHANNEL)
+                subscribed.set()
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._deliver(message["data"].split())
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+                log.warning("event doorbell subscription lost (%s); resubscribing", error)
+                await asyncio.sleep(1)
+            finally:
+                await pubsub.aclose()
+
+    def _deliver(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            for rung in self._listeners.get(run_id, ()):
+                if rung.empty():
+                    rung.put_nowait(None)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, any_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -155,6 +155,14 @@ class Store:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _among(self, column, values: Iterable):
+        """`column IN values`. On PostgreSQL it is one array parameter (`= ANY($1)`): the statement's text does not
+        change with the number of values, so it is compiled and prepared once, not once per batch size."""
+        values = list(values)
+        if self._dialect == "postgresql":
+            return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+        return column.in_(values)
 
     def _insert(self, table):
         """INSERT with ON CONFLICT support in the current dialect."""
@@ -340,7 +348,7 @@ class Store:
         async with self.transaction() as connection:
             await connection.execute(
                 update(steps)
-                .where(steps.c.id.in_(step_ids), steps.c.status == StepStatus.READY)
+                .where(self._among(steps.c.id, step_ids), steps.c.status == StepStatus.READY)
                 .values(published_at=now())
             )
 
@@ -386,7 +394,7 @@ class Store:
             await connection.execute(
                 update(steps)
                 .where(
-                    steps.c.id.in_(step_ids),
+                    self._among(steps.c.id, step_ids),
                     steps.c.status == StepStatus.READY,
                     steps.c.ready_at <= timestamp,
                 )
@@ -467,7 +475,11 @@ class Store:
         async with self.transaction() as connection:
             await connection.execute(
                 update(steps)
-                .where(steps.c.id.in_(step_ids), steps.c.lease_owner == owner, steps.c.status == StepStatus.RUNNING)
+                .where(
+                    self._among(steps.c.id, step_ids),
+                    steps.c.lease_owner == owner,
+                    steps.c.status == StepStatus.RUNNING,
+                )
                 .values(lease_expires_at=now() + timedelta(seconds=lease_s))
             )
 
@@ -486,7 +498,7 @@ class Store:
         allowed = [StepStatus.RUNNING] if owner is not None else [StepStatus.RUNNING, StepStatus.READY]
 
         def live(query, ids: list[int]):
-            query = query.where(steps.c.id.in_(ids), steps.c.status.in_(allowed))
+            query = query.where(self._among(steps.c.id, ids), steps.c.status.in_(allowed))
             return query.where(steps.c.lease_owner == owner) if owner is not None else query
 
         # Steps first (a success is recorded in the same statement that checks it is still ours), then their runs.
@@ -630,7 +642,7 @@ class Store:
         if ready:
             await connection.execute(
                 update(steps)
-                .where(steps.c.id.in_([row.id for row in ready]))
+                .where(self._among(steps.c.id, [row.id for row in ready]))
                 .values(
                     status=StepStatus.READY,
                     ready_at=timestamp,
@@ -643,7 +655,7 @@ class Store:
     async def _cancel_unfinished(self, connection: AsyncConnection, run_ids: list[uuid.UUID], timestamp: datetime):
         rows = await connection.execute(
             update(steps)
-            .where(steps.c.run_id.in_(run_ids), steps.c.status.in_(list(UNFINISHED_STEP)))
+            .where(self._among(steps.c.run_id, run_ids), steps.c.status.in_(list(UNFINISHED_STEP)))
             .values(status=StepStatus.CANCELLED, finished_at=timestamp, lease_owner=None, lease_expires_at=None)
             .returning(steps.c.run_id, steps.c.name)
         )
@@ -662,10 +674,10 @@ class Store:
             runs.c.started_at,
             runs.c.finished_at,
             runs.c.error,
-        ).where(runs.c.id.in_(list(run_ids)))
+        ).where(self._among(runs.c.id, run_ids))
         if self._dialect == "postgresql":
             query = query.order_by(runs.c.id).with_for_update()
-        return {row.id: dict(row._mapping) for row in await connection.execute(query)}
+        return {row.id: row._asdict() for row in await connection.execute(query)}
 
     async def _save_runs(self, connection: AsyncConnection, run_rows: dict[uuid.UUID, dict], run_ids: set) -> None:
         if not run_ids:
@@ -713,7 +725,9 @@ class Store:
         rows = (
             await connection.execute(
                 select(steps.c.id, steps.c.attempt, steps.c.max_attempts, steps.c.queue).where(
-                    steps.c.id.in_(step_ids), steps.c.status == StepStatus.RUNNING, steps.c.lease_expires_at < timestamp
+                    self._among(steps.c.id, step_ids),
+                    steps.c.status == StepStatus.RUNNING,
+                    steps.c.lease_expires_at < timestamp,
                 )
             )
         ).all()
@@ -723,7 +737,7 @@ class Store:
         if retry:
             await connection.execute(
                 update(steps)
-                .where(steps.c.id.in_([row.id for row in retry]), steps.c.status == StepStatus.RUNNING)
+                .where(self._among(steps.c.id, [row.id for row in retry]), steps.c.status == StepStatus.RUNNING)
                 .values(
                     status=StepStatus.READY,
                     ready_at=timestamp,
@@ -843,7 +857,7 @@ class Store:
 
     async def run_statuses(self, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
         async with self.reading() as connection:
-            rows = await connection.execute(select(runs.c.id, runs.c.status).where(runs.c.id.in_(run_ids)))
+            rows = await connection.execute(select(runs.c.id, runs.c.status).where(self._among(runs.c.id, run_ids)))
             return {row.id: row.status for row in rows}
 
     async def list_runs(

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.adapters.cache import EventDoorbell, RateLimiter
+from app.adapters.cache import RateLimiter
 from app.adapters.errors import is_outage
 from app.adapters.payloads import PayloadTooLargeError
 from app.adapters.store import ApiKey
@@ -149,7 +149,6 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
     settings = platform.settings
     api_keys = ApiKeys(platform)
     limiter = RateLimiter(platform.redis, settings.rate_limit_per_second)
-    doorbell = EventDoorbell(platform.redis)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -488,7 +487,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
             await websocket.close(code=4404, reason=f"no run {run_id}")
             return
         delivered = after
-        rings = doorbell.listen(str(run_id))
+        rings = platform.doorbell.listen(str(run_id))
         try:
             await anext(rings)  # subscribed: anything committed from here on rings
             while True:
