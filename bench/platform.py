@@ -286,7 +286,9 @@ def main() -> None:
         else:
             with httpx.Client(base_url=deployment.url, headers=_headers()) as client:
                 client.post("/v1/workflows", json=NOOP_WORKFLOW).raise_for_status()
+            routing_before = routing_buckets(deployment.metrics_urls)
             figures = api_latency(deployment.url, args.rate, args.seconds)
+            figures.update(routing_figures(routing_before, routing_buckets(deployment.metrics_urls)))
     print(json.dumps({"measure": args.measure, "workers": args.workers, **figures}))
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.adapters.broker import MemoryBroker, dead_letter_queue
-from app.adapters.cache import RateLimiter, connect
+from app.adapters.cache import EventDoorbell, RateLimiter, connect
 from app.settings import Settings
 from tests.app.conftest import ROOT, free_port, register, running_platform, start, wait_for_run
 
@@ -77,6 +77,26 @@ async def test_the_embedded_rate_limiter_counts_per_key():
     results = [(await limiter.take("key")).allowed for _ in range(3)]
     assert results[:2] == [True, True] and results[2] is False
     assert (await limiter.take("other")).allowed
+
+
+async def test_a_doorbell_ring_wakes_only_the_listeners_of_the_runs_it_names():
+    doorbell = EventDoorbell(connect(""))
+    first, second, second_again = doorbell.listen("run-1"), doorbell.listen("run-2"), doorbell.listen("run-2")
+    for listener in (first, second, second_again):
+        await anext(listener)  # subscribed
+    try:
+        await doorbell.ring({"run-1", "run-3"})
+        await asyncio.wait_for(anext(first), timeout=2)
+        quiet = asyncio.ensure_future(anext(second))
+        await asyncio.sleep(0.2)
+        assert not quiet.done()
+        await doorbell.ring({"run-2"})
+        await asyncio.wait_for(quiet, timeout=2)
+        await asyncio.wait_for(anext(second_again), timeout=2)
+    finally:
+        for listener in (first, second, second_again):
+            await listener.aclose()
+        await doorbell.close()
 
 
 async def test_the_embedded_platform_runs_a_diamond_with_retries(embedded):
