@@ -39,9 +39,6 @@ dev: venv
 ## The benchmark against Celery and Dramatiq on the local services (minutes; not part of the tests).
 bench: venv
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-	$(PYTHON) -m bench.platform throughput --runs 20000
+	$(PYTHON) -m bench.compare --runs 20000 --repeat 3
 	$(PYTHON) -m bench.platform latency --runs 300
 	$(PYTHON) -m bench.platform api --rate 300 --seconds 10
-	$(PYTHON) -m bench.peers --peer celery-pg --tasks 20000
-	$(PYTHON) -m bench.peers --peer celery --tasks 20000
-	$(PYTHON) -m bench.peers --peer dramatiq --tasks 20000

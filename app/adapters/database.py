@@ -5,6 +5,8 @@ The schema is SQLAlchemy Core so one set of statements serves both databases; Al
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 from sqlalchemy import (
     JSON,
@@ -26,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
 
@@ -33,7 +36,19 @@ metadata = MetaData()
 Json = JSON().with_variant(JSONB(), "postgresql")
 # SQLite keys only on INTEGER PRIMARY KEY autoincrement, PostgreSQL on BIGINT identity.
 Serial = BigInteger().with_variant(Integer(), "sqlite")
-Timestamp = DateTime(timezone=True)
+
+
+class Timestamp(TypeDecorator):
+    """A point in time, always read back in UTC: PostgreSQL keeps the zone, SQLite drops it on the way in."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, _dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
 
 api_keys = Table(
     "api_keys",

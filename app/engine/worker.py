@@ -159,7 +159,8 @@ class Worker:
                 step_input=step.input,
                 upstream={name: await self.payloads.resolve(value) for name, value in step.upstream.items()},
             )
-            result = await asyncio.wait_for(self.tasks.run(step.task, context), timeout=step.timeout_s)
+            async with asyncio.timeout(step.timeout_s):
+                result = await self.tasks.run(step.task, context)
             output = await self.payloads.offload(result, f"outputs/{step.run_id}/{step.name}")
             return Outcome(step.id, True, output=output)
         except TimeoutError:

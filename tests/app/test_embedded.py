@@ -118,6 +118,14 @@ async def test_the_embedded_platform_runs_a_diamond_with_retries(embedded):
     assert set(steps["d"]["output"]["upstream"]) == {"b", "c"}
 
 
+async def test_embedded_timestamps_are_answered_in_utc_as_on_postgresql(embedded):
+    async with running_platform(embedded) as (_, api, _worker):
+        await register(api, "one", [{"name": "a", "task": "builtin.noop"}])
+        run = await wait_for_run(api, (await start(api, "one"))["id"])
+    assert all(run[field].endswith("Z") for field in ("created_at", "started_at", "finished_at"))
+    assert run["steps"][0]["finished_at"].endswith("Z")
+
+
 async def test_the_embedded_platform_cancels_and_keeps_idempotency(embedded):
     async with running_platform(embedded) as (_, api, _worker):
         await register(api, "slow", [{"name": "s", "task": "builtin.sleep", "input": {"seconds": 2}}])

@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 
+import aio_pika
 import boto3
 import pytest
 from moto import mock_aws
@@ -158,12 +159,11 @@ async def test_a_message_whose_handling_keeps_failing_is_dead_lettered_and_fails
         await register(api, "poison", [{"name": "n", "task": "builtin.noop"}])
         run_id = (await start(api, "poison"))["id"]
         await platform.broker.depth(settings.worker_queue)  # declares the queue, as a worker would
-        channel = await platform.broker._connection.channel()
-        queue = await channel.get_queue(settings.worker_queue)
-        for _ in range(settings.delivery_limit + 1):
-            message = await _get(queue)
-            await message.nack(requeue=True)
-        await channel.close()
+        async with await aio_pika.connect(settings.amqp_url) as connection:
+            queue = await (await connection.channel()).get_queue(settings.worker_queue)
+            for _ in range(settings.delivery_limit + 1):
+                message = await _get(queue)
+                await message.nack(requeue=True)
         worker = platform.worker()
         await worker.start()
         try:
