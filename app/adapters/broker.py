@@ -44,7 +44,8 @@ class Broker(Protocol):
 
     async def ping(self) -> None: ...
 
-    async def publish(self, queue: str, bodies: list[bytes], headers: dict[str, Any]) -> None: ...
+    async def publish(self, queue: str, messages: list[tuple[bytes, dict[str, Any]]]) -> None:
+        """Publishes (body, headers) messages; returns once the broker has confirmed every one."""
 
     async def consume(self, queue: str, prefetch: int, handler: Handler) -> None: ...
 
@@ -130,7 +131,7 @@ class RabbitBroker:
             },
         )
 
-    async def publish(self, queue: str, bodies: list[bytes], headers: dict[str, Any]) -> None:
+    async def publish(self, queue: str, messages: list[tuple[bytes, dict[str, Any]]]) -> None:
         assert self._publish_channel is not None, "connect() first"
         if queue not in self._declared:
             async with self._lock:
@@ -145,7 +146,7 @@ class RabbitBroker:
                     aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                     routing_key=queue,
                 )
-                for body in bodies
+                for body, headers in messages
             )
         )
 
@@ -230,8 +231,8 @@ class MemoryBroker:
     async def ping(self) -> None:
         return None
 
-    async def publish(self, queue: str, bodies: list[bytes], headers: dict[str, Any]) -> None:
-        for body in bodies:
+    async def publish(self, queue: str, messages: list[tuple[bytes, dict[str, Any]]]) -> None:
+        for body, headers in messages:
             self._queue(queue).put_nowait(_MemoryMessage(body, dict(headers)))
 
     async def consume(self, queue: str, prefetch: int, handler: Handler) -> None:

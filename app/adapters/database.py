@@ -93,6 +93,8 @@ runs = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("started_at", Timestamp),
     Column("finished_at", Timestamp),
+    # W3C trace context of the request that started the run: its steps' spans join that trace.
+    Column("trace_context", Json),
     UniqueConstraint("api_key_id", "idempotency_key", name="runs_idempotency"),
     Index("runs_listing", "created_at", "id"),
     Index("runs_by_workflow", "workflow_name", "created_at", "id"),

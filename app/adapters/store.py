@@ -58,6 +58,7 @@ class NewRun:
     input: Any
     api_key_id: uuid.UUID | None = None
     idempotency_key: str | None = None
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,11 @@ class CreatedRun:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """A ready step to publish to its queue."""
+    """A ready step to publish to its queue, with the trace context that made it ready when there is one."""
 
     step_id: int
     queue: str
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class ClaimedStep:
     input: Any
     run_input: Any
     upstream: dict[str, Any]
+    run_trace_context: dict[str, str] | None = None
 
 
 @dataclass
@@ -260,6 +263,7 @@ class Store:
                 "api_key_id": request.api_key_id,
                 "idempotency_key": request.idempotency_key,
                 "created_at": timestamp,
+                "trace_context": request.trace_context,
             }
 
         run_rows = [run_row(index, run_id) for index, run_id in fresh.items()]
@@ -303,6 +307,7 @@ class Store:
                         results[index] = CreatedRun(row.id, row.workflow_name, row.status, False)
 
         step_rows, event_rows, changes = [], [], Changes()
+        trace_of_run = {run_id: requests[index].trace_context for index, run_id in fresh.items()}
         for index, run_id in fresh.items():
             spec = requests[index].workflow.spec
             dependents = spec.dependents()
@@ -336,7 +341,7 @@ class Store:
             ).scalars()
             for row, step_id in zip(step_rows, ids, strict=True):
                 if row["status"] == StepStatus.READY:
-                    changes.dispatches.append(Dispatch(step_id, row["queue"]))
+                    changes.dispatches.append(Dispatch(step_id, row["queue"], trace_of_run[row["run_id"]]))
         if event_rows:
             await connection.execute(insert(events), event_rows)
             changes.events.extend(event_rows)
@@ -464,6 +469,7 @@ class Store:
                 input=row.input,
                 run_input=run_rows[row.run_id]["input"],
                 upstream={parent: upstream[row.run_id].get(parent) for parent in row.depends_on},
+                run_trace_context=run_rows[row.run_id]["trace_context"],
             )
             for row in claimed_rows
         ]
@@ -553,8 +559,11 @@ class Store:
 
         retried, failed_runs = [], {}
         releases: dict[uuid.UUID, list[str]] = defaultdict(list)
+        releasing_trace: dict[uuid.UUID, dict[str, str] | None] = {}
         for row in succeeded_rows:
             run = run_rows[row.run_id]
+            if row.dependents:
+                releasing_trace[row.run_id] = by_id[row.id].trace_context
             emit(
                 row.run_id, "step.succeeded", row.name, {"attempt": row.attempt, "duration_s": by_id[row.id].duration_s}
             )
@@ -613,7 +622,7 @@ class Store:
             if run_rows[run_id]["status"] in FINISHED_RUN or not names:
                 continue
             for ready in await self._release(connection, run_id, names, timestamp):
-                changes.dispatches.append(Dispatch(ready.id, ready.queue))
+                changes.dispatches.append(Dispatch(ready.id, ready.queue, releasing_trace.get(run_id)))
                 emit(run_id, "step.ready", ready.name, {})
 
         await self._save_runs(connection, run_rows, touched_runs)
@@ -674,6 +683,7 @@ class Store:
             runs.c.started_at,
             runs.c.finished_at,
             runs.c.error,
+            runs.c.trace_context,
         ).where(self._among(runs.c.id, run_ids))
         if self._dialect == "postgresql":
             query = query.order_by(runs.c.id).with_for_update()

@@ -56,6 +56,16 @@ def encode_message(step_ids: list[int]) -> bytes:
     return orjson.dumps({"steps": step_ids})
 
 
+TRACE_HEADER = "trace"
+
+
+def _message(dispatches: list[Dispatch]) -> tuple[bytes, dict]:
+    """A message's body names its steps; its `trace` header maps each step id to the trace context that made the
+    step ready, so every step is traced where it belongs even when one message carries many runs."""
+    traces = {str(d.step_id): d.trace_context for d in dispatches if d.trace_context}
+    return encode_message([d.step_id for d in dispatches]), ({TRACE_HEADER: traces} if traces else {})
+
+
 def decode_message(body: bytes) -> list[int]:
     """The step ids of a message; ValueError for anything else (such a message is dead-lettered)."""
     try:
@@ -120,10 +130,10 @@ class Dispatcher:
             run_ids.update(str(event["run_id"]) for event in changes.events)
         published: list[int] = []
         for queue, dispatches in by_queue.items():
-            ids = list(dict.fromkeys(d.step_id for d in dispatches))
-            bodies = [encode_message(ids[i : i + STEPS_PER_MESSAGE]) for i in range(0, len(ids), STEPS_PER_MESSAGE)]
-            await self._broker.publish(queue, bodies, tracing.inject_headers())
-            published.extend(ids)
+            unique = list({dispatch.step_id: dispatch for dispatch in dispatches}.values())
+            messages = [_message(unique[i : i + STEPS_PER_MESSAGE]) for i in range(0, len(unique), STEPS_PER_MESSAGE)]
+            await self._broker.publish(queue, messages)
+            published.extend(dispatch.step_id for dispatch in unique)
         confirmed = time.perf_counter()
         for changes, committed in batch:
             for _ in changes.dispatches:
@@ -194,12 +204,14 @@ class Engine:
 
     async def start_runs(self, requests: list[RunRequest], api_key_id: uuid.UUID | None) -> list[CreatedRun]:
         workflows = {name: await self.latest_workflow(name) for name in {r.workflow for r in requests}}
+        trace_context = tracing.inject_headers() or None
         new_runs = [
             NewRun(
                 workflow=workflows[request.workflow],
                 input=await self.payloads.offload(request.input, "run-input"),
                 api_key_id=api_key_id,
                 idempotency_key=request.idempotency_key,
+                trace_context=trace_context,
             )
             for request in requests
         ]

@@ -48,6 +48,8 @@ class Outcome:
     # False when retrying cannot help (permanent task error, dead-lettered message).
     retryable: bool = True
     duration_s: float = 0.0
+    # Trace context of the attempt's span: the steps it releases are traced as its children.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

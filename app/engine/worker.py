@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from app.adapters.broker import Broker, Delivery
 from app.adapters.payloads import PayloadError, PayloadStore
 from app.adapters.store import Changes, ClaimedStep, Store
-from app.engine.engine import Dispatcher, decode_message, next_batch
+from app.engine.engine import TRACE_HEADER, Dispatcher, decode_message, next_batch
 from app.engine.state import Outcome
 from app.engine.tasks import PermanentTaskError, TaskContext, TaskRegistry
 from app.observability import metrics, tracing
@@ -127,18 +127,20 @@ class Worker:
             for step_id in message.unfinished:
                 self._messages_by_step.setdefault(step_id, []).append(message)
         for step in claimed:
-            headers = self._messages_by_step[step.id][0].delivery.headers
-            self._running[step.id] = asyncio.create_task(self._execute(step, headers))
+            traces = self._messages_by_step[step.id][0].delivery.headers.get(TRACE_HEADER) or {}
+            parent = traces.get(str(step.id)) or step.run_trace_context or {}
+            self._running[step.id] = asyncio.create_task(self._execute(step, parent))
 
-    async def _execute(self, step: ClaimedStep, headers: dict) -> None:
+    async def _execute(self, step: ClaimedStep, parent_trace: dict) -> None:
         async with self._slots:
             started = time.perf_counter()
             with tracing.tracer.start_as_current_span(
                 f"step {step.task}",
-                context=tracing.extract(headers),
+                context=tracing.extract(parent_trace),
                 attributes={"workflow.run_id": str(step.run_id), "workflow.step": step.name, "attempt": step.attempt},
             ):
                 outcome = await self._attempt(step)
+                trace_context = tracing.inject_headers() or None
             elapsed = time.perf_counter() - started
             outcome_label = "succeeded" if outcome.succeeded else ("retry" if outcome.retryable else "failed")
             metrics.STEP_DURATION.labels(step.task, outcome_label).observe(elapsed)
@@ -146,7 +148,15 @@ class Worker:
             if not outcome.succeeded and outcome.retryable:
                 metrics.RETRIES.labels(step.task).inc()
             self._outcomes.put_nowait(
-                Outcome(outcome.step_id, outcome.succeeded, outcome.output, outcome.error, outcome.retryable, elapsed)
+                Outcome(
+                    outcome.step_id,
+                    outcome.succeeded,
+                    outcome.output,
+                    outcome.error,
+                    outcome.retryable,
+                    elapsed,
+                    trace_context,
+                )
             )
 
     async def _attempt(self, step: ClaimedStep) -> Outcome:

@@ -36,7 +36,7 @@ async def test_the_memory_broker_delivers_and_waits_for_acks():
         await delivery.ack()
 
     await broker.consume("q", prefetch=10, handler=handler)
-    await broker.publish("q", [b"one", b"two"], {})
+    await broker.publish("q", [(b"one", {}), (b"two", {})])
     await asyncio.sleep(0.05)
     await broker.stop_consuming()
     assert received == [b"one", b"two"]
@@ -49,7 +49,7 @@ async def test_the_memory_broker_dead_letters_what_a_consumer_rejects():
         await delivery.reject()
 
     await broker.consume("q", prefetch=10, handler=reject)
-    await broker.publish("q", [b"poison"], {})
+    await broker.publish("q", [(b"poison", {})])
     await asyncio.sleep(0.05)
     await broker.stop_consuming()
     assert await broker.depth(dead_letter_queue("q")) == 1
@@ -63,7 +63,7 @@ async def test_the_memory_broker_holds_back_deliveries_beyond_the_prefetch():
         held.append(delivery)
 
     await broker.consume("q", prefetch=2, handler=hold)
-    await broker.publish("q", [b"1", b"2", b"3"], {})
+    await broker.publish("q", [(body, {}) for body in (b"1", b"2", b"3")])
     await asyncio.sleep(0.05)
     assert len(held) == 2
     await held[0].ack()

@@ -144,7 +144,7 @@ async def test_retrying_a_failed_run_reruns_only_its_failed_steps(api, worker, t
 
 
 async def test_a_malformed_message_is_dead_lettered_and_listed(api, worker, platform, settings):
-    await platform.broker.publish(settings.worker_queue, [b"not json"], {})
+    await platform.broker.publish(settings.worker_queue, [(b"not json", {})])
     for _ in range(100):
         dead = (await api.get("/v1/dead-letters")).json()
         if dead:
