@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.adapters.cache import RateLimiter
@@ -193,11 +194,21 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         return _error_response(422, "invalid_request", summary, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {400: "malformed_request", 404: "not_found", 405: "method_not_allowed"}.get(
             error.status_code, "http_error"
         )
-        return _error_response(error.status_code, code, str(error.detail), headers=getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            # Starlette names only the first matching route's methods; a path served by several routes has more.
+            allowed = {
+                method
+                for route in app.router.routes
+                if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
+                for method in route.methods or ()
+            }
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return _error_response(error.status_code, code, str(error.detail), headers=headers)
 
     def require(role: str):
         async def authorised(authorization: Annotated[str | None, Header()] = None) -> ApiKey:

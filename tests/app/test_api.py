@@ -272,6 +272,12 @@ async def test_bad_listing_parameters_are_rejected(api, params, status, code):
     assert_error(await api.get("/v1/runs", params=params), status, code)
 
 
+async def test_a_method_a_path_does_not_serve_is_refused_naming_every_method_it_does(api):
+    response = await api.delete("/v1/api-keys")
+    assert_error(response, 405, "method_not_allowed")
+    assert {"GET", "POST"} <= {method.strip() for method in response.headers["Allow"].split(",")}
+
+
 async def test_an_unknown_path_is_not_found_in_the_error_shape(api):
     assert_error(await api.get("/v1/nothing-here"), 404, "not_found")
 
