@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.adapters.broker import Broker, Delivery
 from app.adapters.payloads import PayloadError, PayloadStore
@@ -147,17 +147,7 @@ class Worker:
             metrics.STEPS.labels(step.task, outcome_label).inc()
             if not outcome.succeeded and outcome.retryable:
                 metrics.RETRIES.labels(step.task).inc()
-            self._outcomes.put_nowait(
-                Outcome(
-                    outcome.step_id,
-                    outcome.succeeded,
-                    outcome.output,
-                    outcome.error,
-                    outcome.retryable,
-                    elapsed,
-                    trace_context,
-                )
-            )
+            self._outcomes.put_nowait(replace(outcome, duration_s=elapsed, trace_context=trace_context))
 
     async def _attempt(self, step: ClaimedStep) -> Outcome:
         try:

@@ -128,18 +128,37 @@ async def test_numbers_beyond_what_the_database_holds_are_rejected(api):
     assert_error(response, 422, "invalid_request", "version")
 
 
+def client_of(platform: Platform, key: str = "some-key") -> httpx.AsyncClient:
+    """A client that gets the answer a real server sends for an unhandled error, instead of the exception."""
+    transport = httpx.ASGITransport(app=create_app(platform, manage_lifecycle=False), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://api", headers={"Authorization": f"Bearer {key}"})
+
+
 async def test_an_unreachable_database_answers_503_with_retry_after(settings):
     unreachable = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/none"})
     platform = Platform.build(unreachable)
     await platform.start()
-    transport = httpx.ASGITransport(app=create_app(platform, manage_lifecycle=False), raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            response = await client.get("/v1/runs", headers={"Authorization": "Bearer some-key"})
+        async with client_of(platform) as client:
+            response = await client.get("/v1/runs")
     finally:
         await platform.stop()
     assert_error(response, 503, "unavailable")
     assert response.headers["Retry-After"] == "1"
+
+
+async def test_an_unexpected_failure_answers_500_in_the_error_shape(platform, monkeypatch):
+    admin_key = "admin-" + uuid.uuid4().hex
+    await platform.ensure_admin_key(admin_key)
+
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(platform.store, "list_runs", broken)
+    async with client_of(platform, admin_key) as client:
+        response = await client.get("/v1/runs")
+    assert_error(response, 500, "internal")
+    assert "a bug" not in response.text
 
 
 async def test_a_body_over_the_limit_is_rejected(api, settings):
