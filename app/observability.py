@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -67,12 +68,27 @@ def configure_tracing(service_name: str) -> None:
     trace.set_tracer_provider(provider)
 
 
+# The run and step a worker task is executing; each step runs in its own asyncio task, so this never leaks.
+step_log_context: ContextVar[dict[str, Any] | None] = ContextVar("step_log_context", default=None)
+
+
+class _StepContextFilter(logging.Filter):
+    """Adds the run id, step and attempt to every record logged while a step runs, the task's own logs included,
+    so each JSON log line says which run and step it belongs to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (step_log_context.get() or {}).items():
+            setattr(record, key, value)
+        return True
+
+
 def configure_logging(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     if log_format == "json":
         handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", timestamp=True))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(_StepContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

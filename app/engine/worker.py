@@ -23,7 +23,7 @@ from app.adapters.store import Changes, ClaimedStep, Store
 from app.engine.engine import TRACE_HEADER, Dispatcher, decode_message, next_batch
 from app.engine.state import Outcome
 from app.engine.tasks import PermanentTaskError, TaskContext, TaskRegistry
-from app.observability import metrics, tracing
+from app.observability import metrics, step_log_context, tracing
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,9 @@ class Worker:
             self._running[step.id] = asyncio.create_task(self._execute(step, parent))
 
     async def _execute(self, step: ClaimedStep, parent_trace: dict) -> None:
+        step_log_context.set(
+            {"run_id": str(step.run_id), "step": step.name, "step_id": step.id, "attempt": step.attempt}
+        )
         async with self._slots:
             started = time.perf_counter()
             with tracing.tracer.start_as_current_span(
@@ -168,7 +171,7 @@ class Worker:
         except (PermanentTaskError, PayloadError) as error:
             return Outcome(step.id, False, error=_error(type(error).__name__, str(error)), retryable=False)
         except Exception as error:  # noqa: BLE001 - any task failure is the step's outcome, not the worker's
-            log.info("step %s of run %s failed: %s", step.name, step.run_id, error)
+            log.info("the step's attempt failed: %s", error)
             return Outcome(step.id, False, error=_error(type(error).__name__, str(error)))
 
     async def _complete_loop(self) -> None:

@@ -69,6 +69,7 @@ def make_settings(database_url: str, **overrides) -> Settings:
         "rate_limit_per_second": 10_000,
         "api_key_cache_s": 0,
         "task_modules": ["tests.app.tasks_for_tests"],
+        "log_format": "text",
     }
     return Settings(**{**defaults, **overrides})
 
@@ -85,15 +86,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_process(role: str, settings: Settings) -> tuple[subprocess.Popen, int]:
+def start_process(role: str, settings: Settings, stdout=None) -> tuple[subprocess.Popen, int]:
     """`python -m app <role>` as the container runs it, configured from `settings`; returns it and its HTTP port
     (the API's port, or the worker's health and metrics port)."""
     port = free_port()
-    env = {**os.environ, "APP_LOG_FORMAT": "text", "APP_HOST": "127.0.0.1", "APP_PORT": str(port)}
-    env["APP_METRICS_PORT"] = str(port)
-    for name, value in settings.model_dump(exclude={"log_format", "host", "port", "metrics_port"}).items():
+    env = {**os.environ, "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "APP_METRICS_PORT": str(port)}
+    for name, value in settings.model_dump(exclude={"host", "port", "metrics_port"}).items():
         env[f"APP_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
-    process = subprocess.Popen([sys.executable, "-m", "app", role], cwd=ROOT, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "app", role], cwd=ROOT, env=env, stdout=stdout, text=True)
     return process, port
 
 

@@ -1,6 +1,7 @@
 """Tasks the tests register through APP_TASK_MODULES, as an application team would."""
 
 import asyncio
+import logging
 from pathlib import Path
 
 from app.engine.tasks import TaskContext, task
@@ -43,3 +44,9 @@ async def needs_file(context: TaskContext) -> dict:
 async def nul_text(context: TaskContext) -> dict:
     """Returns text PostgreSQL cannot store, as a careless task might."""
     return {"text": "before\x00after"}
+
+
+@task("test.log")
+async def log_line(context: TaskContext) -> dict:
+    logging.getLogger("orders").info("charging order %s", context.run_input.get("order"))
+    return {}
