@@ -1,5 +1,5 @@
-"""Observability: Prometheus, Grafana and Alertmanager (kube-prometheus-stack), Jaeger v2 for OTLP traces, and the
-scrape configuration of the platform's own workloads."""
+"""Observability: Prometheus, Grafana and Alertmanager (kube-prometheus-stack), Jaeger v2 for OTLP traces, the
+scrape configuration of the platform's own workloads and the alerts on their metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.alerts import alert_rule_groups
 from components.charts import JAEGER, KUBE_PROMETHEUS_STACK, install_chart
 from components.config import ObservabilityConfig
 from components.labels import labels
@@ -91,6 +92,15 @@ class Observability(pulumi.ComponentResource):
                 },
                 opts=monitor_opts,
             )
+
+        k8s.apiextensions.CustomResource(
+            "workflow-platform-alerts",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata={"name": "workflow-platform", "namespace": self.namespace, "labels": labels("observability")},
+            spec={"groups": alert_rule_groups()},
+            opts=monitor_opts,
+        )
 
         self.register_outputs(
             {

@@ -3,6 +3,7 @@
 import pytest
 
 from tests.infra.harness import HELM_CHART, HELM_RELEASE, reveal, run_stack
+from tests.infra.reference import README
 
 # What each environment runs, as the stack files promise it.
 SIZES = {
@@ -28,6 +29,15 @@ def api_container(run):
 
 def worker_container(run):
     return run.one("Deployment", "workflow-worker")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_the_readme_states_how_many_resources_each_stack_creates(stacks):
+    header, row = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in README.read_text().splitlines()
+        if line.startswith(("| | dev |", "| Pulumi resources |"))
+    ]
+    assert dict(zip(header[1:], map(int, row[1:]), strict=True)) == {n: len(run.resources) for n, run in stacks.items()}
 
 
 @pytest.mark.parametrize("name", SIZES)
