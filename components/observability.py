@@ -4,6 +4,7 @@ scrape configuration of the platform's own workloads and the alerts on their met
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -15,6 +16,9 @@ from components.config import ObservabilityConfig
 from components.labels import labels
 from components.workload import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, namespace
 
+# The platform's Grafana dashboards, kept as JSON that can be edited in Grafana and exported back.
+DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
 JAEGER_RELEASE = "jaeger"
 OTLP_GRPC_PORT = 4317
 OTLP_HTTP_PORT = 4318
@@ -93,6 +97,19 @@ class Observability(pulumi.ComponentResource):
                 opts=monitor_opts,
             )
 
+        for dashboard in sorted(DASHBOARDS.glob("*.json")):
+            # Grafana's sidecar loads every ConfigMap labelled grafana_dashboard=1 as a dashboard.
+            k8s.core.v1.ConfigMap(
+                f"dashboard-{dashboard.stem}",
+                metadata={
+                    "name": f"dashboard-{dashboard.stem}",
+                    "namespace": self.namespace,
+                    "labels": {**labels("observability"), GRAFANA_DASHBOARD_LABEL: "1"},
+                },
+                data={dashboard.name: dashboard.read_text()},
+                opts=child,
+            )
+
         k8s.apiextensions.CustomResource(
             "workflow-platform-alerts",
             api_version="monitoring.coreos.com/v1",
@@ -137,7 +154,8 @@ def prometheus_stack_values(config: ObservabilityConfig, storage_class: str | No
         },
         "alertmanager": {"alertmanagerSpec": {"replicas": config.alertmanager_replicas, "storage": claim("2Gi")}},
         "grafana": {
-            "admin": {"existingSecret": grafana_admin, "userKey": "admin-user", "passwordKey": "admin-password"}
+            "admin": {"existingSecret": grafana_admin, "userKey": "admin-user", "passwordKey": "admin-password"},
+            "sidecar": {"dashboards": {"enabled": True, "label": GRAFANA_DASHBOARD_LABEL, "labelValue": "1"}},
         },
     }
 
