@@ -97,6 +97,19 @@ def start_process(role: str, settings: Settings, stdout=None) -> tuple[subproces
     return process, port
 
 
+async def wait_answering(url: str) -> None:
+    """Waits until `url` (a process's /healthz or /readyz) answers 200."""
+    async with httpx.AsyncClient() as client:
+        for _ in range(400):
+            try:
+                if (await client.get(url, timeout=1)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} did not answer 200")
+
+
 async def _truncate(database_url: str) -> None:
     connection = await asyncpg.connect(database_url)
     try:

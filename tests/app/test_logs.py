@@ -5,8 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.app.conftest import register, running_platform, start, start_process, wait_for_run
-from tests.app.test_resilience import wait_healthy
+from tests.app.conftest import register, running_platform, start, start_process, wait_answering, wait_for_run
 
 pytestmark = pytest.mark.asyncio
 
@@ -14,7 +13,7 @@ pytestmark = pytest.mark.asyncio
 async def test_lines_logged_while_a_step_runs_name_its_run_and_step(settings):
     worker, port = start_process("worker", settings.model_copy(update={"log_format": "json"}), stdout=subprocess.PIPE)
     try:
-        await wait_healthy(port)
+        await wait_answering(f"http://127.0.0.1:{port}/healthz")
         async with running_platform(settings, with_worker=False) as (_, api, _worker):
             await register(api, "orders", [{"name": "charge", "task": "test.log"}])
             run = await wait_for_run(api, (await start(api, "orders", {"order": 42}))["id"])

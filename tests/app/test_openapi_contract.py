@@ -4,8 +4,6 @@ one (wrong types, out-of-range numbers, missing fields, malformed bodies), and s
 invalid input must be refused with a 4xx."""
 
 import asyncio
-import subprocess
-import time
 import uuid
 
 import httpx
@@ -14,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from tests.app.conftest import delete_queues, make_settings, start_process
+from tests.app.conftest import delete_queues, make_settings, start_process, wait_answering
 
 ADMIN_KEY = f"contract-{uuid.uuid4().hex}"
 
@@ -26,7 +24,7 @@ def api_url(database_url: str):
     process, port = start_process("api", platform_settings)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        asyncio.run(wait_answering(f"{url}/readyz"))
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
             # Something to find: a workflow and a run, so generated requests also reach past the 404s.
             client.post("/v1/workflows", json={"name": "orders", "steps": [{"name": "a", "task": "builtin.noop"}]})
@@ -36,19 +34,6 @@ def api_url(database_url: str):
         process.terminate()
         process.wait(timeout=30)
         asyncio.run(delete_queues(platform_settings.worker_queue))
-
-
-def _wait_ready(url: str, process: subprocess.Popen) -> None:
-    for _ in range(400):
-        if process.poll() is not None:
-            raise AssertionError(f"the API process exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the API did not become ready")
 
 
 @pytest.fixture(scope="module")

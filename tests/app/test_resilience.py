@@ -7,10 +7,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.app.conftest import register, running_platform, start, start_process, wait_for_run
+from tests.app.conftest import register, running_platform, start, start_process, wait_answering, wait_for_run
 
 pytestmark = pytest.mark.asyncio
 
@@ -23,18 +22,6 @@ async def wait_until(condition, timeout: float = 20, what: str = "condition"):
         await asyncio.sleep(0.05)
 
 
-async def wait_healthy(port: int) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(200):
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("worker did not become healthy")
-
-
 async def test_a_step_whose_worker_is_killed_runs_to_completion_once_on_another_worker(settings, tmp_path):
     journal = tmp_path / "journal"
     async with running_platform(settings, with_worker=False) as (platform, api, _):
@@ -45,7 +32,7 @@ async def test_a_step_whose_worker_is_killed_runs_to_completion_once_on_another_
         )
         doomed, port = start_process("worker", settings)
         try:
-            await wait_healthy(port)
+            await wait_answering(f"http://127.0.0.1:{port}/healthz")
             run_id = (await start(api, "survivor"))["id"]
             await wait_until(lambda: journal.exists() and "start" in journal.read_text(), what="the step to start")
             doomed.send_signal(signal.SIGKILL)
@@ -71,7 +58,7 @@ async def test_a_worker_told_to_stop_finishes_its_running_step_first(settings, t
         )
         process, port = start_process("worker", settings)
         try:
-            await wait_healthy(port)
+            await wait_answering(f"http://127.0.0.1:{port}/healthz")
             run_id = (await start(api, "finish"))["id"]
             await wait_until(lambda: journal.exists() and "start" in journal.read_text(), what="the step to start")
             process.send_signal(signal.SIGTERM)
