@@ -10,7 +10,7 @@ import os
 
 from celery import Celery
 
-from bench.peer_services import AMQP_URL, record_completion
+from bench.services import AMQP_URL, record_completion
 
 QUEUE_NAME = "bench.celery"
 NOOP_TASK = "bench.noop"  # completion is seen in the result table

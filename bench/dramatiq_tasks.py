@@ -8,7 +8,7 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from bench.peer_services import AMQP_URL, record_completion
+from bench.services import AMQP_URL, record_completion
 
 QUEUE_NAME = "bench_dramatiq"
 # Dramatiq declares a delay queue and a dead-letter queue next to every queue.

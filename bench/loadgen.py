@@ -13,6 +13,8 @@ import time
 
 import aiohttp
 
+from bench.platform import percentile
+
 
 async def main(url: str, key: str, rate: float, seconds: float) -> None:
     total = int(rate * seconds)
@@ -39,7 +41,6 @@ async def main(url: str, key: str, rate: float, seconds: float) -> None:
             pending.append(asyncio.create_task(one(due)))
         await asyncio.gather(*pending)
         achieved = total / (time.perf_counter() - start)
-    ordered = sorted(latencies)
     print(
         json.dumps(
             {
@@ -47,9 +48,9 @@ async def main(url: str, key: str, rate: float, seconds: float) -> None:
                 "target_rate": rate,
                 "achieved_rate": round(achieved, 1),
                 "statuses": statuses,
-                "post_run_ms_p50": round(ordered[len(ordered) // 2] * 1000, 2),
-                "post_run_ms_p99": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
-                "post_run_ms_max": round(ordered[-1] * 1000, 2),
+                "post_run_ms_p50": round(percentile(latencies, 0.50) * 1000, 2),
+                "post_run_ms_p99": round(percentile(latencies, 0.99) * 1000, 2),
+                "post_run_ms_max": round(max(latencies) * 1000, 2),
             }
         )
     )

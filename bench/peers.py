@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from bench import peer_services
+from bench import services
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL_S = 0.05  # the same for every peer; bounds how late the last completion can be seen
@@ -103,7 +103,7 @@ def worker_layouts(peer: str) -> dict[str, WorkerLayout]:
         env, raw_layouts = {}, _dramatiq_layouts()
     else:
         # The Celery workers read this to decide whether they keep results (see bench/celery_tasks.py).
-        backend = peer_services.CELERY_RESULT_BACKEND_URL if peer == "celery-pg" else ""
+        backend = services.CELERY_RESULT_BACKEND_URL if peer == "celery-pg" else ""
         env, raw_layouts = {"BENCH_CELERY_RESULT_BACKEND": backend}, _celery_layouts()
     return {
         name: WorkerLayout(description, commands, consumers, env)
@@ -127,8 +127,8 @@ def _celery_run(with_result_backend: bool) -> PeerRun:
     from bench import celery_tasks
 
     queue = celery_tasks.QUEUE_NAME
-    database = peer_services.CELERY_RESULT_DATABASE
-    backend_url = peer_services.CELERY_RESULT_BACKEND_URL if with_result_backend else None
+    database = services.CELERY_RESULT_DATABASE
+    backend_url = services.CELERY_RESULT_BACKEND_URL if with_result_backend else None
     task_name = celery_tasks.NOOP_TASK if with_result_backend else celery_tasks.COUNTED_NOOP_TASK
     # The producer side gets its own app with the workers' configuration, so one Python process can
     # run both Celery peers one after the other.
@@ -136,14 +136,14 @@ def _celery_run(with_result_backend: bool) -> PeerRun:
     result_table: dict[str, object] = {}
 
     def prepare() -> None:
-        peer_services.delete_queues([queue], [queue])
-        peer_services.reset_completed_counter()
+        services.delete_queues([queue], [queue])
+        services.reset_completed_counter()
         if with_result_backend:
-            peer_services.recreate_database(database)
+            services.recreate_database(database)
             # Create the result table now, as a deployment would have it, rather than have the first
             # tasks race to create it inside the timed run.
             app.backend.ResultSession().close()
-            result_table["connection"] = peer_services.connect_database(database)
+            result_table["connection"] = services.connect_database(database)
 
     def enqueue_all(tasks: int) -> None:
         task = app.tasks[task_name]
@@ -155,17 +155,17 @@ def _celery_run(with_result_backend: bool) -> PeerRun:
     def completed() -> int:
         if with_result_backend:
             query = "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'"
-            return peer_services.count_rows(result_table["connection"], query)
-        return peer_services.completed_count()
+            return services.count_rows(result_table["connection"], query)
+        return services.completed_count()
 
     def cleanup() -> None:
         app.close()
-        peer_services.delete_queues([queue], [queue])
-        peer_services.reset_completed_counter()
+        services.delete_queues([queue], [queue])
+        services.reset_completed_counter()
         if with_result_backend:
             if "connection" in result_table:
                 result_table.pop("connection").close()
-            peer_services.drop_database(database)
+            services.drop_database(database)
 
     return PeerRun(queue, prepare, enqueue_all, completed, cleanup)
 
@@ -174,8 +174,8 @@ def _dramatiq_run() -> PeerRun:
     from bench import dramatiq_tasks
 
     def prepare() -> None:
-        peer_services.delete_queues(dramatiq_tasks.ALL_QUEUE_NAMES)
-        peer_services.reset_completed_counter()
+        services.delete_queues(dramatiq_tasks.ALL_QUEUE_NAMES)
+        services.reset_completed_counter()
 
     def enqueue_all(tasks: int) -> None:
         for _ in range(tasks):
@@ -183,10 +183,10 @@ def _dramatiq_run() -> PeerRun:
 
     def cleanup() -> None:
         dramatiq_tasks.broker.close()
-        peer_services.delete_queues(dramatiq_tasks.ALL_QUEUE_NAMES)
-        peer_services.reset_completed_counter()
+        services.delete_queues(dramatiq_tasks.ALL_QUEUE_NAMES)
+        services.reset_completed_counter()
 
-    return PeerRun(dramatiq_tasks.QUEUE_NAME, prepare, enqueue_all, peer_services.completed_count, cleanup)
+    return PeerRun(dramatiq_tasks.QUEUE_NAME, prepare, enqueue_all, services.completed_count, cleanup)
 
 
 def _peer_run(peer: str) -> PeerRun:
@@ -224,7 +224,7 @@ class Workers:
 
     def wait_until_consuming(self, queue_name: str) -> None:
         deadline = time.monotonic() + WORKERS_READY_TIMEOUT_S
-        while peer_services.consumer_count(queue_name) < self.layout.consumers_when_ready:
+        while services.consumer_count(queue_name) < self.layout.consumers_when_ready:
             for process in self.processes:
                 if process.poll() is not None:
                     raise RuntimeError(f"a worker exited with {process.returncode}; logs in {self.log_dir}")

@@ -32,12 +32,14 @@ import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.adapters.broker import dead_letter_queue
+from bench import services
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE = "bench_workflow"
+DATABASE_URL = services.database_url(DATABASE)
 QUEUE = "bench.workflow.steps"
+QUEUES = [QUEUE, dead_letter_queue(QUEUE)]
 API_KEY = "bench-" + uuid.uuid4().hex
 NOOP_WORKFLOW = {"name": "bench.noop", "steps": [{"name": "noop", "task": "builtin.noop"}]}
 
@@ -53,18 +55,6 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-def database_url() -> str:
-    return POSTGRES_ADMIN_URL.rpartition("/")[0] + "/" + DATABASE
-
-
 @dataclass(frozen=True)
 class Deployment:
     url: str
@@ -74,14 +64,13 @@ class Deployment:
 @contextmanager
 def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
     """A fresh database and queue, the migrations Job's work, an API process and `workers` worker processes."""
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{DATABASE}"'))
+    services.recreate_database(DATABASE)
     port = _free_port()
     env = {
         **os.environ,
-        "APP_DATABASE_URL": database_url(),
-        "APP_AMQP_URL": AMQP_URL,
-        "APP_REDIS_URL": REDIS_URL,
+        "APP_DATABASE_URL": DATABASE_URL,
+        "APP_AMQP_URL": services.AMQP_URL,
+        "APP_REDIS_URL": services.REDIS_URL,
         "APP_WORKER_QUEUE": QUEUE,
         "APP_BOOTSTRAP_API_KEY": API_KEY,
         "APP_LOG_LEVEL": "WARNING",
@@ -91,7 +80,7 @@ def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
         "APP_PORT": str(port),
         **(extra_env or {}),
     }
-    _delete_queue()
+    services.delete_queues(QUEUES)
     subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
     processes = [subprocess.Popen([sys.executable, "-m", "app", "api"], cwd=REPO_ROOT, env=env)]
     url = f"http://127.0.0.1:{port}"
@@ -113,8 +102,8 @@ def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
-        _delete_queue()
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+        services.delete_queues(QUEUES)
+        services.drop_database(DATABASE)
 
 
 ROUTING_HISTOGRAM = "workflow_routing_latency_seconds"
@@ -160,16 +149,6 @@ def routing_figures(before: dict[float, float], after: dict[float, float]) -> di
     }
 
 
-def _delete_queue() -> None:
-    import pika
-
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    for name in (QUEUE, QUEUE + ".dead"):
-        channel.queue_delete(name)
-    connection.close()
-
-
 def _wait_ready(url: str) -> None:
     for _ in range(400):
         try:
@@ -198,7 +177,7 @@ async def throughput(deployment: Deployment, runs: int, batch: int = 1000, concu
     """Submit `runs` single-step noop runs through the batch endpoint; done when PostgreSQL has them succeeded."""
     async with httpx.AsyncClient(base_url=deployment.url, headers=_headers(), timeout=120) as client:
         await _register(client)
-        database = await asyncpg.connect(database_url())
+        database = await asyncpg.connect(DATABASE_URL)
         body = {"runs": [{"workflow": "bench.noop"}] * batch}
         slots = asyncio.Semaphore(concurrency)
 
@@ -227,7 +206,7 @@ async def latency(deployment: Deployment, runs: int, gap_s: float = 0.02) -> dic
     """Single runs one at a time at light load: from the client sending POST to PostgreSQL recording success."""
     async with httpx.AsyncClient(base_url=deployment.url, headers=_headers(), timeout=30) as client:
         await _register(client)
-        database = await asyncpg.connect(database_url())
+        database = await asyncpg.connect(DATABASE_URL)
         for _ in range(20):  # warm connections and caches
             await client.post("/v1/workflows/bench.noop/runs", json={})
         await asyncio.sleep(1)

@@ -1,7 +1,7 @@
-"""The local services every peer shares, and the small helpers the benchmark needs on them.
+"""The local services the platform and every peer are measured on, and the small helpers the benchmark needs on them.
 
-Everything the benchmark creates carries a ``bench`` name (queues, database, Redis key), so
-preparing and cleaning up never touches what the platform itself keeps on the same services.
+Everything the benchmark creates carries a ``bench`` name (queues, databases, Redis key), so
+preparing and cleaning up never touches what the platform's tests keep on the same services.
 """
 
 from __future__ import annotations
@@ -101,10 +101,14 @@ def drop_database(name: str) -> None:
     _admin_execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def database_url(name: str) -> str:
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
 def connect_database(name: str) -> psycopg.Connection:
     """A connection kept open for polling, so polling does not fork a PostgreSQL backend each time."""
     # autocommit: every poll must see the rows committed since the previous one.
-    return psycopg.connect(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, autocommit=True)
+    return psycopg.connect(database_url(name), autocommit=True)
 
 
 def count_rows(connection: psycopg.Connection, query: str) -> int:
