@@ -39,6 +39,10 @@ app = AppTier(
         build_context="app",
         connections=data.connections,
         otlp_endpoint=otlp_endpoint(namespaces.observability),
+        database_ready=data.postgres_ready,
+        broker_ready=data.broker_ready,
+        install_metrics_server=stack.installs("metrics-server"),
+        metrics_server_namespace=namespaces.metrics_server,
     ),
 )
 
@@ -50,6 +54,7 @@ workers = WorkerPool(
         workers=stack.workers,
         image_ref=app.image_ref,
         runtime_env=app.runtime_env,
+        connection_files=app.connection_files,
         connection_secret_name=app.connection_secret_name,
         amqp_url_key=Connections.AMQP_URL_KEY,
         install_keda=stack.installs("keda"),
@@ -85,7 +90,7 @@ edge = EdgeIngress(
         envoy_gateway_namespace=namespaces.envoy_gateway,
         flows=tuple(platform_flows(namespaces, stack.workers.egress_cidrs)),
         platform_namespaces={
-            namespaces.app: app.namespace,
+            **app.namespaces,
             **data.namespaces,
             **workers.namespaces,
             **observability.namespaces,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -9,21 +10,32 @@ import pulumi_docker_build as docker_build
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.charts import METRICS_SERVER, install_chart
 from components.config import ApiConfig, ImageConfig, Resources
 from components.data_plane import Connections
 from components.labels import labels, selector_labels
 from components.observability import ScrapeTarget
 from components.workload import (
     HttpProbes,
+    SecretFile,
     container,
+    database_pool_env,
     deployment,
     namespace,
     pod_template,
-    secret_env,
     service_account,
 )
 
 API_PORT = 8000
+API_LIVENESS_PORT = 9100
+# metrics-server's secure port (its chart's `containerPort`), which the API server calls for metrics.k8s.io.
+METRICS_SERVER_PORT = 10250
+# How long one migrations pod keeps retrying its database connection (APP_MIGRATE_CONNECT_TIMEOUT_S), and the time
+# left for the migrations themselves; the Job allows every attempt both, and Pulumi waits for the Job a little longer.
+MIGRATE_CONNECT_SECONDS = 300
+MIGRATE_RUN_SECONDS = 300
+MIGRATE_ATTEMPTS = 3
+MIGRATE_DEADLINE_SECONDS = MIGRATE_ATTEMPTS * (MIGRATE_CONNECT_SECONDS + MIGRATE_RUN_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,13 @@ class AppTierArgs:
     build_context: str
     connections: Connections
     otlp_endpoint: pulumi.Input[str]
+    # Resources that are ready only once PostgreSQL accepts connections: migrations wait for them.
+    database_ready: Sequence[pulumi.Resource]
+    # Resources that are ready only once the broker accepts connections: the API waits for them.
+    broker_ready: Sequence[pulumi.Resource]
+    # metrics-server serves the metrics API the API's HorizontalPodAutoscaler reads (add-on `metrics-server`).
+    install_metrics_server: bool
+    metrics_server_namespace: str
 
 
 class AppTier(pulumi.ComponentResource):
@@ -47,6 +66,14 @@ class AppTier(pulumi.ComponentResource):
             args.namespace, pod_security="restricted", labels=labels("app"), opts=child
         ).metadata.name
         self.image_ref = self._image(args.image, args.build_context, child)
+        self.namespaces: dict[str, pulumi.Output[str]] = {args.namespace: self.namespace}
+        metrics_api: list[pulumi.Resource] = []
+        if args.install_metrics_server:
+            metrics_ns = namespace(
+                args.metrics_server_namespace, pod_security="restricted", labels=labels("metrics-server"), opts=child
+            )
+            self.namespaces[args.metrics_server_namespace] = metrics_ns.metadata.name
+            metrics_api.append(install_chart(METRICS_SERVER, metrics_ns.metadata.name, METRICS_SERVER_VALUES, child))
 
         connection_secret = k8s.core.v1.Secret(
             "connections",
@@ -63,15 +90,24 @@ class AppTier(pulumi.ComponentResource):
         )
         self.connection_secret_name = connection_secret.metadata.name
         self.bootstrap_key_secret_name = bootstrap_secret.metadata.name
+        # Every role reads the connection URLs as files of the Secret (CKV_K8S_35: no secret in an env var).
+        self.connection_files = args.connections.files(self.connection_secret_name)
         self.runtime_env = [
-            *args.connections.env(self.connection_secret_name),
             {"name": "APP_LOG_FORMAT", "value": "json"},
             {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": args.otlp_endpoint},
             {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "grpc"},
         ]
 
         api_account = service_account("workflow-api", self.namespace, labels("api"), child)
-        migrations = self._migrations(api_account.metadata.name, args.api.resources, child)
+        migrations = self._migrations(
+            api_account.metadata.name,
+            args.api.resources,
+            pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(args.database_ready),
+                custom_timeouts=pulumi.CustomTimeouts(create=_WAIT_FOR_MIGRATIONS, update=_WAIT_FOR_MIGRATIONS),
+            ),
+        )
 
         api = deployment(
             "workflow-api",
@@ -82,25 +118,31 @@ class AppTier(pulumi.ComponentResource):
                 labels=labels("api"),
                 selector=selector_labels("api"),
                 service_account=api_account.metadata.name,
+                secret_files=[
+                    *self.connection_files,
+                    SecretFile("APP_BOOTSTRAP_API_KEY", self.bootstrap_key_secret_name, "api-key"),
+                ],
                 containers=[
                     container(
                         name="api",
                         image=self.image_ref,
                         args=["api"],
                         resources=args.api.resources,
-                        probes=HttpProbes(port="http"),
-                        ports={"http": API_PORT},
+                        # Liveness is served off the request loop, so a saturated API is not killed as hung.
+                        probes=HttpProbes(port="http", liveness_port="liveness"),
+                        ports={"http": API_PORT, "liveness": API_LIVENESS_PORT},
                         env=[
                             *self.runtime_env,
                             {"name": "APP_PORT", "value": str(API_PORT)},
+                            {"name": "APP_METRICS_PORT", "value": str(API_LIVENESS_PORT)},
+                            *database_pool_env(args.api.database_connections),
                             {"name": "OTEL_SERVICE_NAME", "value": "workflow-api"},
-                            secret_env("APP_BOOTSTRAP_API_KEY", self.bootstrap_key_secret_name, "api-key"),
                         ],
                     )
                 ],
             ),
-            # The API only rolls out once the schema it expects is in place.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[migrations]),
+            # The API only rolls out once the schema it expects is in place and the broker it publishes to is up.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[migrations, *args.broker_ready]),
         )
 
         service = k8s.core.v1.Service(
@@ -144,7 +186,8 @@ class AppTier(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=child,
+            # Without the metrics API the autoscaler reads nothing and never scales.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=metrics_api),
         )
 
         self.register_outputs(
@@ -178,13 +221,14 @@ class AppTier(pulumi.ComponentResource):
             "workflow-migrate",
             metadata={"namespace": self.namespace, "labels": labels("migrate")},
             spec={
-                "backoffLimit": 3,
-                "activeDeadlineSeconds": 600,
+                "backoffLimit": MIGRATE_ATTEMPTS - 1,
+                "activeDeadlineSeconds": MIGRATE_DEADLINE_SECONDS,
                 "template": pod_template(
                     labels=labels("migrate"),
                     selector=selector_labels("migrate"),
                     service_account=account,
                     restart_policy="Never",
+                    secret_files=self.connection_files,
                     containers=[
                         container(
                             name="migrate",
@@ -192,7 +236,11 @@ class AppTier(pulumi.ComponentResource):
                             args=["migrate"],
                             resources=resources,
                             probes=None,
-                            env=[*self.runtime_env, {"name": "OTEL_SERVICE_NAME", "value": "workflow-migrate"}],
+                            env=[
+                                *self.runtime_env,
+                                {"name": "OTEL_SERVICE_NAME", "value": "workflow-migrate"},
+                                {"name": "APP_MIGRATE_CONNECT_TIMEOUT_S", "value": str(MIGRATE_CONNECT_SECONDS)},
+                            ],
                         )
                     ],
                 ),
@@ -201,8 +249,29 @@ class AppTier(pulumi.ComponentResource):
         )
 
 
+# Pulumi's own wait for the Job outlasts the Job's deadline, so a failure is the Job's, reported with its reason.
+_WAIT_FOR_MIGRATIONS = f"{MIGRATE_DEADLINE_SECONDS // 60 + 5}m"
+
+
 def _utilisation(resource: str, percent: int) -> dict:
     return {
         "type": "Resource",
         "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}},
     }
+
+
+METRICS_SERVER_VALUES = {
+    "replicas": 2,
+    "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+    "containerPort": METRICS_SERVER_PORT,
+    "podSecurityContext": {"runAsNonRoot": True, "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+    "securityContext": {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+    "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"cpu": "1", "memory": "500Mi"}},
+}

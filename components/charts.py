@@ -1,5 +1,8 @@
 """Third-party systems the platform installs, each from its official Helm chart or release manifest, pinned.
 
+Every version pinned here has its source in `../shared/helm-charts` (tests/infra/test_charts.py proves it), so what
+the program hands each chart is checked against what that chart reads.
+
 Each chart says whether it is installed with `helm.v4.Chart` (every object rendered by Pulumi: visible in previews
 and to policies) or with `helm.v3.Release` (Helm itself installs it, which keeps the chart's hooks working).
 """
@@ -26,16 +29,16 @@ class HelmChart:
 
 
 # v3.Release: the chart's startupapicheck is a post-install hook that proves the webhook answers before issuers apply.
-CERT_MANAGER = HelmChart("cert-manager", "https://charts.jetstack.io", "v1.21.2", keeps_hooks=True)
+CERT_MANAGER = HelmChart("cert-manager", "https://charts.jetstack.io", "v1.21.1", keeps_hooks=True)
 # v3.Release: the chart generates its control-plane certificates in a pre-install hook Job (certgen).
-ENVOY_GATEWAY = HelmChart("gateway-helm", "oci://docker.io/envoyproxy/gateway-helm", "v1.9.3", keeps_hooks=True)
+ENVOY_GATEWAY = HelmChart("gateway-helm", "oci://docker.io/envoyproxy/gateway-helm", "v1.9.0", keeps_hooks=True)
 # v4.Chart: no hooks; every KEDA object shows in previews.
-KEDA = HelmChart("keda", "https://kedacore.github.io/charts", "2.21.1", keeps_hooks=False)
+KEDA = HelmChart("keda", "https://kedacore.github.io/charts", "2.20.2", keeps_hooks=False)
 # v4.Chart: no hooks; the operator, its webhooks and CRDs show in previews.
 CLOUDNATIVE_PG = HelmChart("cloudnative-pg", "https://cloudnative-pg.github.io/charts", "0.29.0", keeps_hooks=False)
 # The RabbitMQ team publishes no Helm chart (only Bitnami does): the operator's own release manifest, pinned.
 RABBITMQ_CLUSTER_OPERATOR_MANIFEST = (
-    "https://github.com/rabbitmq/cluster-operator/releases/download/v2.23.2/cluster-operator.yml"
+    "https://github.com/rabbitmq/cluster-operator/releases/download/v2.22.3/cluster-operator.yml"
 )
 # The namespace that manifest creates and runs the operator in.
 RABBITMQ_CLUSTER_OPERATOR_NAMESPACE = "rabbitmq-system"
@@ -44,9 +47,13 @@ KUBE_PROMETHEUS_STACK = HelmChart(
     "kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "88.5.0", keeps_hooks=True
 )
 # v4.Chart: no hooks; Jaeger v2 (an OpenTelemetry Collector distribution) as plain objects.
-JAEGER = HelmChart("jaeger", "https://jaegertracing.github.io/helm-charts", "4.0.1", keeps_hooks=False)
+JAEGER = HelmChart("jaeger", "https://jaegertracing.github.io/helm-charts", "4.11.1", keeps_hooks=False)
 # v4.Chart: no hooks in Valkey's official chart.
-VALKEY = HelmChart("valkey", "https://valkey.io/valkey-helm/", "1.0.0", keeps_hooks=False)
+VALKEY = HelmChart("valkey", "https://valkey.io/valkey-helm/", "0.11.0", keeps_hooks=False)
+# v4.Chart: no hooks; serves the metrics API (metrics.k8s.io) that the API's HorizontalPodAutoscaler reads.
+METRICS_SERVER = HelmChart(
+    "metrics-server", "https://kubernetes-sigs.github.io/metrics-server/", "3.13.1", keeps_hooks=False
+)
 
 
 def install_chart(

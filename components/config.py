@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,8 +26,13 @@ ADDONS = (
     "cloudnative-pg",
     "rabbitmq-cluster-operator",
     "kube-prometheus-stack",
+    "metrics-server",
 )
 TLS_ISSUERS = ("letsencrypt-staging", "letsencrypt-production")
+# Deployments roll out with this many extra pods (percent of replicas) while old ones still run.
+ROLLING_UPDATE_SURGE_PERCENT = 25
+# PostgreSQL connections kept free of the app: superuser slots, the migrations Job, the operator, monitoring, psql.
+RESERVED_DATABASE_CONNECTIONS = 20
 
 _CPU = re.compile(r"^(\d+m|\d+(\.\d+)?)$")
 _BYTES = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti)$")
@@ -40,6 +46,9 @@ _DIGEST_REF = re.compile(
 _REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HTTPS_URL = re.compile(r"^https://[^\s/]+/\S*$")
+_EMAILS = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+(,\s*[^@\s,]+@[^@\s,]+\.[^@\s,]+)*$")
+_SMARTHOST = re.compile(r"^[A-Za-z0-9.-]+:\d{1,5}$")
 
 
 class ConfigError(pulumi.RunError):
@@ -81,6 +90,7 @@ class ApiConfig:
     resources: Resources
     scale_cpu_percent: int
     scale_memory_percent: int
+    database_connections: int
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class WorkerConfig:
     queue: str
     queue_length_target: int
     egress_cidrs: tuple[str, ...]
+    database_connections: int
 
 
 @dataclass(frozen=True)
@@ -102,11 +113,38 @@ class StatefulServiceConfig:
 
 
 @dataclass(frozen=True)
+class PostgresConfig(StatefulServiceConfig):
+    max_connections: int
+
+
+@dataclass(frozen=True)
+class EmailReceiver:
+    to: pulumi.Output[str]
+    sender: str
+    smarthost: str
+    username: str
+    password: pulumi.Output[str] | None
+
+
+@dataclass(frozen=True)
+class AlertReceivers:
+    """Where Alertmanager sends the platform's alerts; the addresses and credentials are Pulumi secrets."""
+
+    slack_webhook_url: pulumi.Output[str] | None
+    email: EmailReceiver | None
+
+    @property
+    def any(self) -> bool:
+        return self.slack_webhook_url is not None or self.email is not None
+
+
+@dataclass(frozen=True)
 class ObservabilityConfig:
     prometheus_retention: str
     prometheus_storage_size: str
     prometheus_replicas: int
     alertmanager_replicas: int
+    alert_receivers: AlertReceivers
 
 
 @dataclass(frozen=True)
@@ -135,7 +173,7 @@ class StackConfig:
     storage_class: str | None
     api: ApiConfig
     workers: WorkerConfig
-    postgres: StatefulServiceConfig
+    postgres: PostgresConfig
     rabbitmq: StatefulServiceConfig
     redis: StatefulServiceConfig
     observability: ObservabilityConfig
@@ -185,6 +223,33 @@ class _Reader:
             raise ValueError
 
         return self._read(key, parse, allowed, "")
+
+    def boolean(self, key: str) -> bool:
+        def parse(raw: str) -> bool:
+            if raw not in ("true", "false"):
+                raise ValueError
+            return raw == "true"
+
+        return self._read(key, parse, "true or false", False)
+
+    def is_set(self, key: str) -> bool:
+        return bool(self._config.get(key))
+
+    def secret(self, key: str, pattern: re.Pattern[str], allowed: str) -> pulumi.Output[str] | None:
+        """An optional value that must have been set with `pulumi config set --secret`; empty means unset.
+        The plain text is only matched here: messages never show it and the program keeps the secret Output."""
+        raw = self._config.get(key)
+        if not raw:
+            return None
+        if not pulumi.runtime.is_config_secret(f"{PROJECT}:{key}"):
+            self.errors.append(
+                f"{PROJECT}:{key} is set in plain text: it must be a secret, set with {set_secret_command(key)}"
+            )
+            return None
+        if not pattern.match(raw):
+            self.errors.append(f"{PROJECT}:{key} (a secret, not shown) is not allowed: {allowed}")
+            return None
+        return self._config.get_secret(key)
 
     def choice(self, key: str, choices: Iterable[str]) -> str:
         choices = tuple(choices)
@@ -274,6 +339,73 @@ def _shown(raw: str) -> str:
         return json.dumps(raw)
 
 
+def set_secret_command(key: str, value: str = "<value>") -> str:
+    return f"`pulumi config set --secret {key} {value} --stack {pulumi.get_stack()}`"
+
+
+def _alert_receivers(read: _Reader) -> AlertReceivers:
+    slack_webhook_url = read.secret(
+        "alertSlackWebhookUrl", _HTTPS_URL, "an https:// URL, such as a Slack incoming webhook's"
+    )
+    email_to = read.secret("alertEmailTo", _EMAILS, "an e-mail address, or several separated by commas")
+    sender = read.string("alertEmailFrom", _EMAIL, "empty or an e-mail address", optional=True)
+    smarthost = read.string(
+        "alertSmtpSmarthost",
+        _SMARTHOST,
+        "empty or an SMTP server as host:port, such as smtp.example.com:587",
+        optional=True,
+    )
+    username = read.string(
+        "alertSmtpUsername", re.compile(r"^\S+$"), "empty or a user name without spaces", optional=True
+    )
+    password = read.secret("alertSmtpPassword", re.compile(r"^\S.*$"), "a password")
+
+    if read.is_set("alertEmailTo"):
+        for key, value in (("alertEmailFrom", sender), ("alertSmtpSmarthost", smarthost)):
+            if not value:
+                read.errors.append(f"{PROJECT}:{key} is not set: alertEmailTo is set, and sending e-mail needs it")
+    for key, other in (("alertSmtpPassword", "alertSmtpUsername"), ("alertSmtpUsername", "alertSmtpPassword")):
+        if read.is_set(other) and not read.is_set(key):
+            read.errors.append(f"{PROJECT}:{key} is not set: {other} is set, and SMTP authentication needs both")
+
+    if read.boolean("alertReceiverRequired") and not (
+        read.is_set("alertSlackWebhookUrl") or read.is_set("alertEmailTo")
+    ):
+        read.errors.append(
+            f"{PROJECT}:alertReceiverRequired is true, and neither {PROJECT}:alertSlackWebhookUrl nor "
+            f"{PROJECT}:alertEmailTo is set: alerts would reach nobody. Set one or both as secrets: "
+            f"{set_secret_command('alertSlackWebhookUrl', 'https://hooks.slack.com/services/...')} and/or "
+            f"{set_secret_command('alertEmailTo', 'oncall@example.com')} (with alertEmailFrom and alertSmtpSmarthost)"
+        )
+    email = (
+        EmailReceiver(to=email_to, sender=sender, smarthost=smarthost, username=username, password=password)
+        if email_to is not None
+        else None
+    )
+    return AlertReceivers(slack_webhook_url=slack_webhook_url, email=email)
+
+
+def peak_database_connections(api: ApiConfig, workers: WorkerConfig) -> int:
+    """Connections the app may hold at once: every pod at the autoscalers' maximum, surging through a rollout."""
+
+    def pods(replicas: Replicas) -> int:
+        return math.ceil(replicas.max * (100 + ROLLING_UPDATE_SURGE_PERCENT) / 100)
+
+    return pods(api.replicas) * api.database_connections + pods(workers.replicas) * workers.database_connections
+
+
+def _check_connection_budget(read: _Reader, stack: StackConfig) -> None:
+    needed = peak_database_connections(stack.api, stack.workers) + RESERVED_DATABASE_CONNECTIONS
+    if needed > stack.postgres.max_connections:
+        read.errors.append(
+            f"{PROJECT}:postgresMaxConnections = {stack.postgres.max_connections} is too few: at their maximum "
+            f"replicas plus a {ROLLING_UPDATE_SURGE_PERCENT}% rollout surge, API pods (apiReplicasMax x "
+            f"apiDatabaseConnections) and worker pods (workerReplicasMax x workerDatabaseConnections) may hold "
+            f"{needed - RESERVED_DATABASE_CONNECTIONS} connections, plus {RESERVED_DATABASE_CONNECTIONS} reserved: "
+            f"raise it to {needed} or lower the others"
+        )
+
+
 def _addon(name: str) -> str:
     if name not in ADDONS:
         raise ValueError(name)
@@ -311,6 +443,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         egress_cidrs=read.string_list(
             "workerEgressCidrs", _cidr, "a list of distinct network CIDRs such as 10.0.0.0/8"
         ),
+        database_connections=read.integer("workerDatabaseConnections", minimum=1, maximum=100),
     )
 
     stack = StackConfig(
@@ -325,9 +458,13 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             resources=read.resources("api"),
             scale_cpu_percent=read.integer("apiScaleCpuPercent", minimum=10, maximum=100),
             scale_memory_percent=read.integer("apiScaleMemoryPercent", minimum=10, maximum=100),
+            database_connections=read.integer("apiDatabaseConnections", minimum=1, maximum=100),
         ),
         workers=workers,
-        postgres=read.stateful_service("postgres", "postgresInstances"),
+        postgres=PostgresConfig(
+            **vars(read.stateful_service("postgres", "postgresInstances")),
+            max_connections=read.integer("postgresMaxConnections", minimum=25, maximum=10_000),
+        ),
         rabbitmq=read.stateful_service("rabbitmq", "rabbitmqReplicas", odd=True),
         redis=read.stateful_service("redis", "redisReplicas"),
         observability=ObservabilityConfig(
@@ -337,6 +474,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             prometheus_storage_size=read.bytes_("prometheusStorageSize"),
             prometheus_replicas=read.integer("prometheusReplicas", minimum=1, maximum=5),
             alertmanager_replicas=read.integer("alertmanagerReplicas", minimum=1, maximum=5),
+            alert_receivers=_alert_receivers(read),
         ),
         edge=EdgeConfig(
             domain=read.string("domain", _DNS_NAME, "a lower-case DNS name such as workflows.example.com"),
@@ -348,6 +486,9 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             max_request_body_size=read.bytes_("edgeMaxRequestBodySize"),
         ),
     )
+    if not read.errors:
+        # Only on valid values: a fallback standing in for a bad one would make this a second, misleading error.
+        _check_connection_budget(read, stack)
     if read.errors:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(read.errors))
     return stack

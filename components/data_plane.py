@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -15,10 +16,10 @@ from components.charts import (
     VALKEY,
     install_chart,
 )
-from components.config import StatefulServiceConfig
+from components.config import PostgresConfig, StatefulServiceConfig, byte_count
 from components.labels import labels
 from components.observability import ScrapeTarget
-from components.workload import namespace, secret_env
+from components.workload import SecretFile, namespace
 
 POSTGRES_CLUSTER = "workflow-postgres"
 RABBITMQ_CLUSTER = "workflow-rabbitmq"
@@ -36,30 +37,34 @@ VALKEY_METRICS_PORT = 9121
 POSTGRES_STATUS_PORT = 8000
 RABBITMQ_MANAGEMENT_PORT = 15672
 
+# Pulumi's annotation for readiness of a custom resource, which it otherwise takes as ready once created.
+WAIT_FOR = "pulumi.com/waitFor"
+READY_TIMEOUT = "30m"
+
 
 @dataclass(frozen=True)
 class Connections:
-    """Connection URLs of the data services (Pulumi secrets), and how the app receives them from a Secret."""
+    """Connection URLs of the data services (Pulumi secrets), and how the app receives them: as files of a Secret."""
 
     database_url: pulumi.Output[str]
     amqp_url: pulumi.Output[str]
     redis_url: pulumi.Output[str]
 
-    # Environment variable of the container contract -> key in the connection Secret.
-    ENV_KEYS = {"APP_DATABASE_URL": "database-url", "APP_AMQP_URL": "amqp-url", "APP_REDIS_URL": "redis-url"}
+    # Setting of the container contract -> key in the connection Secret, and the name of its file.
+    SETTING_KEYS = {"APP_DATABASE_URL": "database-url", "APP_AMQP_URL": "amqp-url", "APP_REDIS_URL": "redis-url"}
     AMQP_URL_KEY = "amqp-url"
 
     def secret_data(self) -> dict[str, pulumi.Output[str]]:
         return {"database-url": self.database_url, "amqp-url": self.amqp_url, "redis-url": self.redis_url}
 
-    def env(self, secret_name: pulumi.Input[str]) -> list[dict]:
-        return [secret_env(variable, secret_name, key) for variable, key in self.ENV_KEYS.items()]
+    def files(self, secret_name: pulumi.Input[str]) -> list[SecretFile]:
+        return [SecretFile(variable, secret_name, key) for variable, key in self.SETTING_KEYS.items()]
 
 
 @dataclass(frozen=True)
 class DataPlaneArgs:
     namespace: str
-    postgres: StatefulServiceConfig
+    postgres: PostgresConfig
     rabbitmq: StatefulServiceConfig
     redis: StatefulServiceConfig
     storage_class: str | None
@@ -98,9 +103,14 @@ class DataPlane(pulumi.ComponentResource):
             )
 
         postgres_password = self._password("postgres")
-        self._postgres(args, postgres_password, pulumi.ResourceOptions(parent=self, depends_on=operators["postgres"]))
+        # What depends on these waits until the operator reports the service Ready, not merely accepted.
+        self.postgres_ready: list[pulumi.Resource] = [
+            self._postgres(args, postgres_password, _until_ready(operators["postgres"], parent=self))
+        ]
         rabbitmq_password = self._password("rabbitmq")
-        self._rabbitmq(args, rabbitmq_password, pulumi.ResourceOptions(parent=self, depends_on=operators["rabbitmq"]))
+        self.broker_ready: list[pulumi.Resource] = [
+            self._rabbitmq(args, rabbitmq_password, _until_ready(operators["rabbitmq"], parent=self))
+        ]
         valkey_password = self._password("valkey")
         self._valkey(args, valkey_password, self._password("valkey-replication"), child)
 
@@ -171,7 +181,9 @@ class DataPlane(pulumi.ComponentResource):
             opts=opts,
         )
 
-    def _postgres(self, args: DataPlaneArgs, password: pulumi.Output[str], opts: pulumi.ResourceOptions) -> None:
+    def _postgres(
+        self, args: DataPlaneArgs, password: pulumi.Output[str], opts: pulumi.ResourceOptions
+    ) -> pulumi.Resource:
         credentials = self._secret(
             f"{POSTGRES_CLUSTER}-app-credentials",
             {"username": APP_USER, "password": password},
@@ -181,11 +193,17 @@ class DataPlane(pulumi.ComponentResource):
         storage = {"size": args.postgres.storage_size}
         if args.storage_class:
             storage["storageClass"] = args.storage_class
-        k8s.apiextensions.CustomResource(
+        return k8s.apiextensions.CustomResource(
             POSTGRES_CLUSTER,
             api_version="postgresql.cnpg.io/v1",
             kind="Cluster",
-            metadata={"name": POSTGRES_CLUSTER, "namespace": self.namespace, "labels": labels("postgres")},
+            metadata={
+                "name": POSTGRES_CLUSTER,
+                "namespace": self.namespace,
+                "labels": labels("postgres"),
+                # CloudNativePG sets the Ready condition once the cluster is healthy (initdb done, instances up).
+                "annotations": {WAIT_FOR: "condition=Ready"},
+            },
             spec={
                 "instances": args.postgres.replicas,
                 "primaryUpdateStrategy": "unsupervised",
@@ -196,19 +214,14 @@ class DataPlane(pulumi.ComponentResource):
                 "bootstrap": {
                     "initdb": {"database": DATABASE, "owner": APP_USER, "secret": {"name": credentials.metadata.name}}
                 },
-                "postgresql": {
-                    "parameters": {
-                        "max_connections": "400",
-                        "shared_buffers": "25%",
-                        "effective_cache_size": "50%",
-                        "wal_compression": "on",
-                    }
-                },
+                "postgresql": {"parameters": postgres_parameters(args.postgres)},
             },
             opts=opts,
         )
 
-    def _rabbitmq(self, args: DataPlaneArgs, password: pulumi.Output[str], opts: pulumi.ResourceOptions) -> None:
+    def _rabbitmq(
+        self, args: DataPlaneArgs, password: pulumi.Output[str], opts: pulumi.ResourceOptions
+    ) -> pulumi.Resource:
         # The operator takes the default user from this Secret instead of generating one.
         default_user = self._secret(
             f"{RABBITMQ_CLUSTER}-app-user",
@@ -228,11 +241,17 @@ class DataPlane(pulumi.ComponentResource):
         persistence = {"storage": args.rabbitmq.storage_size}
         if args.storage_class:
             persistence["storageClassName"] = args.storage_class
-        k8s.apiextensions.CustomResource(
+        return k8s.apiextensions.CustomResource(
             RABBITMQ_CLUSTER,
             api_version="rabbitmq.com/v1beta1",
             kind="RabbitmqCluster",
-            metadata={"name": RABBITMQ_CLUSTER, "namespace": self.namespace, "labels": labels("rabbitmq")},
+            metadata={
+                "name": RABBITMQ_CLUSTER,
+                "namespace": self.namespace,
+                "labels": labels("rabbitmq"),
+                # The operator's conditions: every node ready, and the client Service has endpoints.
+                "annotations": {WAIT_FOR: json.dumps(["condition=AllReplicasReady", "condition=ClusterAvailable"])},
+            },
             spec={
                 "replicas": args.rabbitmq.replicas,
                 "resources": args.rabbitmq.resources.to_k8s(),
@@ -272,6 +291,28 @@ class DataPlane(pulumi.ComponentResource):
         )
 
 
+def _until_ready(operator: list[pulumi.Resource], parent: pulumi.Resource) -> pulumi.ResourceOptions:
+    """After the operator that serves the kind; waited on for up to READY_TIMEOUT, as a first cluster provisions
+    volumes and pulls images on each node in turn."""
+    return pulumi.ResourceOptions(
+        parent=parent,
+        depends_on=operator,
+        custom_timeouts=pulumi.CustomTimeouts(create=READY_TIMEOUT, update=READY_TIMEOUT),
+    )
+
+
+def postgres_parameters(postgres: PostgresConfig) -> dict[str, str]:
+    """Server parameters sized from the instance's memory limit, in MB: PostgreSQL accepts no percentages."""
+    memory_mb = byte_count(postgres.resources.memory_limit) // 2**20
+    return {
+        "max_connections": str(postgres.max_connections),
+        "shared_buffers": f"{memory_mb // 4}MB",
+        # What the planner assumes is cached in all, PostgreSQL's buffers and the kernel's page cache together.
+        "effective_cache_size": f"{memory_mb // 2}MB",
+        "wal_compression": "on",
+    }
+
+
 def _spread_pods(selector: dict[str, str]) -> dict:
     return {
         "podAntiAffinity": {
@@ -294,19 +335,25 @@ CLOUDNATIVE_PG_VALUES = {
 }
 
 REPLICATION_USER = "replicator"
+# The UID the chart's podSecurityContext runs Valkey as; the exporter sidecar runs as the same user.
+VALKEY_UID = 1000
 
 
 def valkey_values(redis: StatefulServiceConfig, storage_class: str | None, users_secret: pulumi.Input[str]) -> dict:
-    """Values of Valkey's official chart: ACL auth from our Secret, persistence, replicas and the exporter."""
-    persistence = {"enabled": True, "size": redis.storage_size}
-    if storage_class:
-        persistence["storageClass"] = storage_class
+    """Values of Valkey's official chart (0.11.0): ACL auth from our Secret, persistence, replicas and the exporter.
+
+    The chart keeps data in `dataStorage` when it runs one node (a Deployment) and in `replica.persistence` when it
+    runs a primary with replicas (a StatefulSet); both are set so a change of `redisReplicas` keeps the data on disk.
+    """
     return {
         "fullnameOverride": VALKEY_RELEASE,
         "resources": redis.resources.to_k8s(),
-        "persistence": persistence,
+        "dataStorage": {"enabled": True, "requestedSize": redis.storage_size, "className": storage_class or ""},
+        # The chart's default probes only start and keep alive; readiness keeps a loading node out of the Service.
+        "readinessProbe": {"enabled": True},
         "auth": {
             "enabled": True,
+            # Each user's password is the Secret's key named after the user.
             "usersExistingSecret": users_secret,
             "aclUsers": {
                 "default": {"permissions": "~* &* +@all"},
@@ -319,8 +366,27 @@ def valkey_values(redis: StatefulServiceConfig, storage_class: str | None, users
             "enabled": redis.replicas > 1,
             "replicas": max(redis.replicas - 1, 1),
             "replicationUser": REPLICATION_USER,
-            "persistence": {"size": redis.storage_size},
+            "persistence": {"size": redis.storage_size, "storageClass": storage_class or ""},
         },
+        "podDisruptionBudget": {"enabled": redis.replicas > 1, "maxUnavailable": 1},
         "affinity": _spread_pods({"app.kubernetes.io/instance": VALKEY_RELEASE}),
-        "metrics": {"enabled": True},
+        "metrics": {
+            "enabled": True,
+            "exporter": {
+                # The chart's default is {}: the exporter would run as its image's user with every capability.
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": VALKEY_UID,
+                    "runAsGroup": VALKEY_UID,
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "resources": {
+                    "requests": {"cpu": "20m", "memory": "32Mi"},
+                    "limits": {"cpu": "200m", "memory": "128Mi"},
+                },
+            },
+        },
     }

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
-from components.charts import CERT_MANAGER, ENVOY_GATEWAY, install_chart
+from components.charts import CERT_MANAGER, ENVOY_GATEWAY, VALKEY, install_chart
 from components.config import EdgeConfig
+from components.data_plane import VALKEY_PORT
 from components.labels import labels
-from components.network import Flow, render_policies
-from components.workload import CONTAINER_SECURITY_CONTEXT, namespace
+from components.network import RATE_LIMIT_STORE, Flow, render_policies
+from components.workload import CONTAINER_SECURITY_CONTEXT, SECCOMP_RUNTIME_DEFAULT, namespace
 
 GATEWAY_NAME = "workflow"
 ENVOY_PROXY_NAME = "workflow-edge"
@@ -22,6 +24,10 @@ ACME_SERVERS = {
     "letsencrypt-production": "https://acme-v02.api.letsencrypt.org/directory",
 }
 ENVOY_GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+RATE_LIMIT_STORE_USERS = f"{RATE_LIMIT_STORE}-users"
+# Envoy Gateway gives its shutdown-manager sidecar the Envoy container's securityContext, read-only root included,
+# and no volume of its own; it writes /tmp/shutdown-ready when the drain is done.
+SHUTDOWN_MANAGER_TMP = "shutdown-manager-tmp"
 
 
 @dataclass(frozen=True)
@@ -54,25 +60,25 @@ class EdgeIngress(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         edge = args.edge
 
-        # Envoy's shutdown-manager sidecar is not configurable to `restricted`; baseline still forbids host access.
-        edge_ns = namespace(args.namespace, pod_security="baseline", labels=labels("edge"), opts=child)
+        # Both proxy containers take the EnvoyProxy's hardened securityContext, and cert-manager's HTTP-01 solver
+        # pods are hardened too: nothing here needs more than `restricted`.
+        edge_ns = namespace(args.namespace, pod_security="restricted", labels=labels("edge"), opts=child)
         self.namespace = edge_ns.metadata.name
         namespaces = {**args.platform_namespaces, args.namespace: self.namespace}
 
         controllers: list[pulumi.Resource] = []
-        if args.install_cert_manager:
-            cm_ns = namespace(
-                args.cert_manager_namespace, pod_security="restricted", labels=labels("cert-manager"), opts=child
-            )
-            namespaces[args.cert_manager_namespace] = cm_ns.metadata.name
-            controllers.append(install_chart(CERT_MANAGER, cm_ns.metadata.name, CERT_MANAGER_VALUES, child))
+        # Envoy Gateway's chart installs the Gateway API CRDs, which cert-manager (config.gatewayAPI) needs to start.
+        gateway_api_crds: list[pulumi.Resource] = []
         if args.install_envoy_gateway:
             eg_ns = namespace(
                 args.envoy_gateway_namespace, pod_security="restricted", labels=labels("envoy-gateway"), opts=child
             )
             namespaces[args.envoy_gateway_namespace] = eg_ns.metadata.name
-            envoy_gateway = install_chart(ENVOY_GATEWAY, eg_ns.metadata.name, ENVOY_GATEWAY_VALUES, child)
-            controllers.append(envoy_gateway)
+            envoy_gateway = install_chart(
+                ENVOY_GATEWAY, eg_ns.metadata.name, envoy_gateway_values(args.envoy_gateway_namespace), child
+            )
+            controllers += [envoy_gateway, self._rate_limit_store(eg_ns.metadata.name)]
+            gateway_api_crds.append(envoy_gateway)
             k8s.apiextensions.CustomResource(
                 "gateway-class",
                 api_version="gateway.networking.k8s.io/v1",
@@ -80,6 +86,19 @@ class EdgeIngress(pulumi.ComponentResource):
                 metadata={"name": edge.gateway_class_name, "labels": labels("edge")},
                 spec={"controllerName": ENVOY_GATEWAY_CONTROLLER},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[envoy_gateway]),
+            )
+        if args.install_cert_manager:
+            cm_ns = namespace(
+                args.cert_manager_namespace, pod_security="restricted", labels=labels("cert-manager"), opts=child
+            )
+            namespaces[args.cert_manager_namespace] = cm_ns.metadata.name
+            controllers.append(
+                install_chart(
+                    CERT_MANAGER,
+                    cm_ns.metadata.name,
+                    CERT_MANAGER_VALUES,
+                    pulumi.ResourceOptions(parent=self, depends_on=gateway_api_crds),
+                )
             )
         after_controllers = pulumi.ResourceOptions(parent=self, depends_on=controllers)
 
@@ -233,6 +252,25 @@ class EdgeIngress(pulumi.ComponentResource):
         self.gateway_name = gateway.metadata["name"]
         self.register_outputs({"api_url": self.api_url, "ws_url": self.ws_url, "gateway_name": self.gateway_name})
 
+    def _rate_limit_store(self, namespace: pulumi.Input[str]) -> pulumi.Resource:
+        """The Valkey that holds the global rate limit's counters, with a generated password for its default user."""
+        password = random.RandomPassword(
+            f"{RATE_LIMIT_STORE}-password", length=40, special=False, opts=pulumi.ResourceOptions(parent=self)
+        ).result
+        users = k8s.core.v1.Secret(
+            RATE_LIMIT_STORE_USERS,
+            metadata={"name": RATE_LIMIT_STORE_USERS, "namespace": namespace, "labels": labels("envoy-gateway")},
+            string_data={"default": password},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return install_chart(
+            VALKEY,
+            namespace,
+            RATE_LIMIT_STORE_VALUES,
+            pulumi.ResourceOptions(parent=self, depends_on=[users]),
+            release_name=RATE_LIMIT_STORE,
+        )
+
 
 def _https_listener(name: str, host: str) -> dict:
     return {
@@ -250,14 +288,16 @@ def _route_target(route: str) -> dict:
 
 
 def _per_client_rate_limit(requests_per_second: int) -> dict:
-    """One token bucket per client IP on each Envoy replica (local: no shared rate-limit service needed)."""
+    """One counter per client address, kept by the rate-limit service that every Envoy replica asks (global), so
+    the limit holds whatever the replica count; one rule per address family, so IPv6 clients are limited too."""
     return {
-        "local": {
+        "global": {
             "rules": [
                 {
-                    "clientSelectors": [{"sourceCIDR": {"type": "Distinct", "value": "0.0.0.0/0"}}],
+                    "clientSelectors": [{"sourceCIDR": {"type": "Distinct", "value": cidr}}],
                     "limit": {"requests": requests_per_second, "unit": "Second"},
                 }
+                for cidr in ("0.0.0.0/0", "::/0")
             ]
         }
     }
@@ -281,7 +321,30 @@ def envoy_proxy_spec(replicas: int) -> dict:
                             if key not in ("runAsUser", "runAsGroup")
                         },
                     },
-                    "pod": {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}},
+                    "pod": {
+                        "securityContext": {"runAsNonRoot": True, "seccompProfile": SECCOMP_RUNTIME_DEFAULT},
+                        "volumes": [
+                            {"name": SHUTDOWN_MANAGER_TMP, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+                        ],
+                    },
+                    # The EnvoyProxy API mounts volumes into the Envoy container only; the sidecar needs a patch.
+                    "patch": {
+                        "type": "StrategicMerge",
+                        "value": {
+                            "spec": {
+                                "template": {
+                                    "spec": {
+                                        "containers": [
+                                            {
+                                                "name": "shutdown-manager",
+                                                "volumeMounts": [{"name": SHUTDOWN_MANAGER_TMP, "mountPath": "/tmp"}],
+                                            }
+                                        ]
+                                    }
+                                }
+                            }
+                        },
+                    },
                 },
                 "envoyPDB": {"maxUnavailable": 1},
                 # Local keeps the client's source address, which per-client rate limits key on.
@@ -301,11 +364,73 @@ CERT_MANAGER_VALUES = {
     "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
 }
 
-ENVOY_GATEWAY_VALUES = {
-    "config": {
-        "envoyGateway": {
-            # Proxies run beside their Gateway, so the edge namespace's policies govern them.
-            "provider": {"type": "Kubernetes", "kubernetes": {"deploy": {"type": "GatewayNamespace"}}},
-        }
+_RATE_LIMIT_UID = 65534  # the user Envoy Gateway runs its rate-limit container as by default
+
+
+def envoy_gateway_values(namespace: str) -> dict:
+    return {
+        "config": {
+            "envoyGateway": {
+                "provider": {
+                    "type": "Kubernetes",
+                    "kubernetes": {
+                        # Proxies run beside their Gateway, so the edge namespace's policies govern them.
+                        "deploy": {"type": "GatewayNamespace"},
+                        # The Redis backend has no password field; the rate-limit service reads one from REDIS_AUTH.
+                        # Hardened here rather than left to Envoy Gateway's defaults: its namespace is `restricted`.
+                        "rateLimitDeployment": {
+                            "container": {
+                                "env": [
+                                    {
+                                        "name": "REDIS_AUTH",
+                                        "valueFrom": {
+                                            "secretKeyRef": {"name": RATE_LIMIT_STORE_USERS, "key": "default"}
+                                        },
+                                    }
+                                ],
+                                "securityContext": {
+                                    **CONTAINER_SECURITY_CONTEXT,
+                                    "runAsUser": _RATE_LIMIT_UID,
+                                    "runAsGroup": _RATE_LIMIT_UID,
+                                },
+                            },
+                            "pod": {
+                                "securityContext": {"runAsNonRoot": True, "seccompProfile": SECCOMP_RUNTIME_DEFAULT}
+                            },
+                        },
+                    },
+                },
+                "rateLimit": {
+                    "backend": {
+                        "type": "Redis",
+                        "redis": {"url": f"{RATE_LIMIT_STORE}.{namespace}.svc.cluster.local:{VALKEY_PORT}"},
+                    }
+                },
+            }
+        },
+    }
+
+
+_VALKEY_UID = 1000  # the chart's default user; its init script and data directory expect it
+# A counter lives one window (a second): no persistence, nothing saved; when full, counters nearest expiry go first.
+RATE_LIMIT_STORE_VALUES = {
+    "fullnameOverride": RATE_LIMIT_STORE,
+    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
+    "initResources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}},
+    "valkeyConfig": 'save ""\nappendonly no\nmaxmemory 96mb\nmaxmemory-policy volatile-ttl\n',
+    "dataStorage": {"enabled": False},
+    "auth": {
+        "enabled": True,
+        "usersExistingSecret": RATE_LIMIT_STORE_USERS,
+        "aclUsers": {"default": {"permissions": "~* &* +@all"}},
     },
+    "podSecurityContext": {
+        "runAsNonRoot": True,
+        "runAsUser": _VALKEY_UID,
+        "runAsGroup": _VALKEY_UID,
+        "fsGroup": _VALKEY_UID,
+        "seccompProfile": SECCOMP_RUNTIME_DEFAULT,
+    },
+    "securityContext": {**CONTAINER_SECURITY_CONTEXT, "runAsUser": _VALKEY_UID, "runAsGroup": _VALKEY_UID},
+    "metrics": {"enabled": False},
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.app_tier import API_PORT
+from components.app_tier import API_PORT, METRICS_SERVER_PORT
 from components.charts import RABBITMQ_CLUSTER_OPERATOR_NAMESPACE
 from components.data_plane import (
     AMQP_PORT,
@@ -34,10 +34,18 @@ EDGE_HTTP_CONTAINER_PORT = 10080
 EDGE_HTTPS_CONTAINER_PORT = 10443
 ENVOY_XDS_PORT = 18000
 ENVOY_METRICS_PORT = 19001
+ENVOY_GATEWAY_LABELS = {"control-plane": "envoy-gateway"}
+# Global rate limit: the proxies ask Envoy Gateway's rate-limit service (gRPC), which takes its rules from the
+# controller's xDS server and keeps its counters in a dedicated Valkey; all three run in the controller's namespace.
+RATE_LIMIT_GRPC_PORT = 8081
+RATE_LIMIT_XDS_PORT = 18001
+RATE_LIMIT_LABELS = {"app.kubernetes.io/name": "envoy-ratelimit", "app.kubernetes.io/component": "ratelimit"}
+RATE_LIMIT_STORE = "ratelimit-valkey"
 OPERATOR_WEBHOOK_PORT = 9443
 CERT_MANAGER_WEBHOOK_PORT = 10250
 PROMETHEUS_OPERATOR_WEBHOOK_PORT = 10250
 KEDA_METRICS_API_PORT = 6443
+KUBELET_PORT = 10250
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,7 @@ class PlatformNamespaces:
     keda: str = "keda"
     cloudnative_pg: str = "cnpg-system"
     rabbitmq_operator: str = RABBITMQ_CLUSTER_OPERATOR_NAMESPACE
+    metrics_server: str = "metrics-server"
 
 
 def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...]) -> list[Flow]:
@@ -178,6 +187,9 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
     data = Pods(ns.data)
     observability = Pods(ns.observability)
     edge = Pods(ns.edge)
+    envoy_gateway = Pods(ns.envoy_gateway, ENVOY_GATEWAY_LABELS)
+    rate_limit = Pods(ns.envoy_gateway, RATE_LIMIT_LABELS)
+    rate_limit_store = Pods(ns.envoy_gateway, {"app.kubernetes.io/instance": RATE_LIMIT_STORE})
     operators = {
         name: Pods(namespace)
         for name, namespace in {
@@ -186,6 +198,7 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
             "keda": ns.keda,
             "cloudnative-pg": ns.cloudnative_pg,
             "rabbitmq-operator": ns.rabbitmq_operator,
+            "metrics-server": ns.metrics_server,
         }.items()
     }
     data_ports = (POSTGRES_PORT, AMQP_PORT, VALKEY_PORT)
@@ -196,6 +209,10 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
         Flow("edge-to-api", edge, api, (API_PORT,)),
         Flow("edge-internal", edge, edge),
         Flow("edge-to-envoy-gateway", edge, operators["envoy-gateway"], (ENVOY_XDS_PORT,)),
+        # Every replica asks one rate-limit service, so a client meets one limit whatever the replica count.
+        Flow("edge-to-rate-limit", edge, rate_limit, (RATE_LIMIT_GRPC_PORT,)),
+        Flow("rate-limit-to-envoy-gateway", rate_limit, envoy_gateway, (RATE_LIMIT_XDS_PORT,)),
+        Flow("rate-limit-to-store", rate_limit, rate_limit_store, (VALKEY_PORT,)),
         # The app's own traffic: data services, traces, and the HTTP calls of the http.request task.
         Flow("api-to-data", api, data, data_ports),
         Flow("worker-to-data", worker, data, data_ports),
@@ -220,11 +237,18 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
         Flow("kube-api-to-prometheus-operator", KUBE_API, observability, (PROMETHEUS_OPERATOR_WEBHOOK_PORT,)),
         # Operators watch the API server, and the API server calls their webhooks.
         *(kube_api_access(f"{name}-kube-api", pods) for name, pods in operators.items()),
-        *(Flow(f"{name}-internal", pods, pods) for name, pods in operators.items()),
+        # Envoy Gateway's namespace gets the explicit flows above instead: its Valkey answers the rate-limit pods only.
+        *(Flow(f"{name}-internal", pods, pods) for name, pods in operators.items() if name != "envoy-gateway"),
         Flow("kube-api-to-cert-manager", KUBE_API, operators["cert-manager"], (CERT_MANAGER_WEBHOOK_PORT,)),
         Flow("kube-api-to-cloudnative-pg", KUBE_API, operators["cloudnative-pg"], (OPERATOR_WEBHOOK_PORT,)),
         Flow("kube-api-to-keda", KUBE_API, operators["keda"], (OPERATOR_WEBHOOK_PORT, KEDA_METRICS_API_PORT)),
         Flow("kube-api-to-envoy-gateway", KUBE_API, operators["envoy-gateway"], (OPERATOR_WEBHOOK_PORT,)),
+        # The API server proxies metrics.k8s.io to metrics-server, which scrapes every node's kubelet.
+        Flow("kube-api-to-metrics-server", KUBE_API, operators["metrics-server"], (METRICS_SERVER_PORT,)),
+        Flow("metrics-server-to-kubelets", operators["metrics-server"], ANYWHERE, (KUBELET_PORT,)),
         # ACME: cert-manager talks to Let's Encrypt and self-checks the HTTP-01 challenge through the public address.
         Flow("cert-manager-to-acme", operators["cert-manager"], ANYWHERE, (80, 443)),
+        # Behind an IP-based load balancer (GKE, AKS, MetalLB) kube-proxy rewrites that address to an Envoy pod's
+        # container port before any policy sees the packet: the self-check arrives as cert-manager -> pod:10080.
+        Flow("cert-manager-http01-self-check", operators["cert-manager"], edge, (EDGE_HTTP_CONTAINER_PORT,)),
     ]

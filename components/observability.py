@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.alerting import CONFIG_FILE, alertmanager_config
 from components.alerts import alert_rule_groups
 from components.charts import JAEGER, KUBE_PROMETHEUS_STACK, install_chart
 from components.config import ObservabilityConfig
@@ -67,12 +68,27 @@ class Observability(pulumi.ComponentResource):
                 opts=child,
             )
             self.grafana_admin_secret_name = grafana_admin.metadata.name
+            alertmanager_secret = k8s.core.v1.Secret(
+                "alertmanager-config",
+                metadata={
+                    "name": "alertmanager-config",
+                    "namespace": self.namespace,
+                    "labels": labels("observability"),
+                },
+                string_data={CONFIG_FILE: alertmanager_config(args.config.alert_receivers)},
+                opts=child,
+            )
             stack_ready.append(
                 install_chart(
                     KUBE_PROMETHEUS_STACK,
                     self.namespace,
-                    prometheus_stack_values(args.config, args.storage_class, grafana_admin.metadata.name),
-                    pulumi.ResourceOptions(parent=self, depends_on=[grafana_admin]),
+                    prometheus_stack_values(
+                        args.config,
+                        args.storage_class,
+                        grafana_admin.metadata.name,
+                        alertmanager_secret.metadata.name,
+                    ),
+                    pulumi.ResourceOptions(parent=self, depends_on=[grafana_admin, alertmanager_secret]),
                 )
             )
         else:
@@ -129,11 +145,18 @@ class Observability(pulumi.ComponentResource):
 
 
 def otlp_endpoint(namespace: str) -> str:
-    """Where workloads send OTLP traces (gRPC); a plain name, so tracing never waits on this component."""
+    """Where workloads send OTLP traces (gRPC); a plain name, so tracing never waits on this component.
+
+    jaeger 4.11.1 names its Service after the release (`jaeger.fullname`) and serves OTLP gRPC on `otlp-grpc` 4317."""
     return f"http://{JAEGER_RELEASE}.{namespace}.svc.cluster.local:{OTLP_GRPC_PORT}"
 
 
-def prometheus_stack_values(config: ObservabilityConfig, storage_class: str | None, grafana_admin: pulumi.Input[str]):
+def prometheus_stack_values(
+    config: ObservabilityConfig,
+    storage_class: str | None,
+    grafana_admin: pulumi.Input[str],
+    alertmanager_config_secret: pulumi.Input[str],
+):
     def claim(size: str) -> dict:
         spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
         if storage_class:
@@ -152,7 +175,16 @@ def prometheus_stack_values(config: ObservabilityConfig, storage_class: str | No
                 "ruleSelectorNilUsesHelmValues": False,
             }
         },
-        "alertmanager": {"alertmanagerSpec": {"replicas": config.alertmanager_replicas, "storage": claim("2Gi")}},
+        "alertmanager": {
+            "alertmanagerSpec": {
+                "replicas": config.alertmanager_replicas,
+                "storage": claim("2Gi"),
+                # Our Secret (components/alerting.py) holds the whole configuration, receivers' secrets included;
+                # the chart then renders no Secret of its own and its `alertmanager.config` goes unused.
+                "configSecret": alertmanager_config_secret,
+                "useExistingSecret": True,
+            }
+        },
         "grafana": {
             "admin": {"existingSecret": grafana_admin, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": GRAFANA_DASHBOARD_LABEL, "labelValue": "1"}},
@@ -161,9 +193,8 @@ def prometheus_stack_values(config: ObservabilityConfig, storage_class: str | No
 
 
 JAEGER_VALUES = {
-    # Jaeger v2 all-in-one keeping recent traces in memory: no datastore to run, traces do not outlive the pod.
-    "provisionDataStore": {"cassandra": False, "elasticsearch": False, "kafka": False},
-    "storage": {"type": "memory"},
+    # Jaeger v2 all-in-one: with no `userconfig` the binary runs its built-in configuration, OTLP in and traces kept in
+    # memory; no datastore to run, traces do not outlive the pod.
     "jaeger": {
         "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
         "serviceAccount": {"automountServiceAccountToken": False},

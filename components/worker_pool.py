@@ -11,7 +11,16 @@ from components.charts import KEDA, install_chart
 from components.config import WorkerConfig
 from components.labels import labels, selector_labels
 from components.observability import ScrapeTarget
-from components.workload import HttpProbes, container, deployment, namespace, pod_template, service_account
+from components.workload import (
+    HttpProbes,
+    SecretFile,
+    container,
+    database_pool_env,
+    deployment,
+    namespace,
+    pod_template,
+    service_account,
+)
 
 METRICS_PORT = 9100
 # Time a worker gets, after its longest step ends, to ack, flush telemetry and close its connections.
@@ -25,6 +34,7 @@ class WorkerPoolArgs:
     workers: WorkerConfig
     image_ref: pulumi.Input[str]
     runtime_env: list[dict]
+    connection_files: list[SecretFile]
     connection_secret_name: pulumi.Input[str]
     amqp_url_key: str
     install_keda: bool
@@ -54,6 +64,7 @@ class WorkerPool(pulumi.ComponentResource):
                 labels=labels("worker"),
                 selector=selector_labels("worker"),
                 service_account=account.metadata.name,
+                secret_files=args.connection_files,
                 # SIGTERM stops intake; the pod is killed only after its longest step could have finished.
                 termination_grace_seconds=workers.max_task_timeout_seconds + SHUTDOWN_MARGIN_SECONDS,
                 containers=[
@@ -68,6 +79,7 @@ class WorkerPool(pulumi.ComponentResource):
                             *args.runtime_env,
                             {"name": "APP_METRICS_PORT", "value": str(METRICS_PORT)},
                             {"name": "APP_WORKER_CONCURRENCY", "value": str(workers.concurrency)},
+                            *database_pool_env(workers.database_connections),
                             {"name": "APP_WORKER_QUEUE", "value": workers.queue},
                             {"name": "APP_MAX_TASK_TIMEOUT_S", "value": str(workers.max_task_timeout_seconds)},
                             {"name": "OTEL_SERVICE_NAME", "value": "workflow-worker"},

@@ -8,12 +8,13 @@ can miss one of these.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import Resources
+from components.config import ROLLING_UPDATE_SURGE_PERCENT, Resources
 
 # The UID the app image's Dockerfile creates; fixed so volumes and fsGroup agree across images.
 APP_UID = 10001
@@ -43,19 +44,42 @@ POD_SECURITY_CONTEXT = {
 _TMP_VOLUME = {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
 _TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 
+# Credentials reach the app as files here, never as environment variables (which leak into crash dumps, `ps e`
+# and child processes): each setting's `APP_<NAME>_FILE` names its file, and app/settings.py reads it.
+SECRET_FILES_DIR = "/var/run/secrets/workflow"
+# The kubelet writes Secret files owned by root and chowns them to the pod's fsGroup (APP_UID): group-read lets the
+# app's UID read them, no one can write them, and no other user can read them.
+SECRET_FILE_MODE = 0o440
+_SECRETS_VOLUME = "secrets"
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """One setting (`variable`, e.g. APP_DATABASE_URL) delivered as the file `key` of a Secret."""
+
+    variable: str
+    secret_name: pulumi.Input[str]
+    key: str
+
+    @property
+    def path(self) -> str:
+        return f"{SECRET_FILES_DIR}/{self.key}"
+
 
 @dataclass(frozen=True)
 class HttpProbes:
-    """HTTP liveness and readiness endpoints of a container."""
+    """HTTP liveness and readiness endpoints of a container; liveness may have a port of its own."""
 
     port: str
     liveness_path: str = "/healthz"
     readiness_path: str = "/readyz"
+    liveness_port: str | None = None
 
     def to_k8s(self) -> dict:
+        liveness = {"path": self.liveness_path, "port": self.liveness_port or self.port}
         return {
             "livenessProbe": {
-                "httpGet": {"path": self.liveness_path, "port": self.port},
+                "httpGet": liveness,
                 "periodSeconds": 10,
                 "timeoutSeconds": 2,
                 "failureThreshold": 3,
@@ -68,11 +92,19 @@ class HttpProbes:
             },
             # Slow starts (cold caches, migrations just finished) must not be killed by the liveness probe.
             "startupProbe": {
-                "httpGet": {"path": self.liveness_path, "port": self.port},
+                "httpGet": liveness,
                 "periodSeconds": 2,
                 "failureThreshold": 30,
             },
         }
+
+
+def database_pool_env(connections: int) -> list[dict]:
+    """A process keeps at most `connections` to PostgreSQL open: the stack's connection budget counts on it."""
+    return [
+        {"name": "APP_DATABASE_POOL_SIZE", "value": str(connections)},
+        {"name": "APP_DATABASE_POOL_OVERFLOW", "value": "0"},
+    ]
 
 
 def container(
@@ -111,8 +143,12 @@ def pod_template(
     termination_grace_seconds: int = 30,
     restart_policy: str = "Always",
     annotations: dict[str, str] | None = None,
+    secret_files: Sequence[SecretFile] = (),
 ) -> dict:
-    """A hardened pod template, spread across nodes and zones when it runs more than one replica."""
+    """A hardened pod template, spread across nodes and zones when it runs more than one replica. `secret_files`
+    are mounted read-only into every container, each named to it by `<variable>_FILE`."""
+    if secret_files:
+        containers = [_with_secret_files(spec, secret_files) for spec in containers]
     spec = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
@@ -121,7 +157,7 @@ def pod_template(
         "terminationGracePeriodSeconds": termination_grace_seconds,
         "restartPolicy": restart_policy,
         "containers": containers,
-        "volumes": [_TMP_VOLUME],
+        "volumes": [_TMP_VOLUME, *([_secrets_volume(secret_files)] if secret_files else [])],
     }
     if restart_policy == "Always":
         # ScheduleAnyway: a full node or zone delays spreading instead of blocking a scale-up.
@@ -137,9 +173,28 @@ def pod_template(
     return {"metadata": {"labels": labels, "annotations": annotations or {}}, "spec": spec}
 
 
-def secret_env(name: str, secret_name: pulumi.Input[str], key: str) -> dict:
-    """An environment variable read from a Secret, so no credential sits in a pod spec in plain text."""
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+def _secrets_volume(files: Sequence[SecretFile]) -> dict:
+    """One projected volume holding every file, whichever Secret it comes from; only the listed keys appear."""
+    return {
+        "name": _SECRETS_VOLUME,
+        "projected": {
+            "defaultMode": SECRET_FILE_MODE,
+            "sources": [
+                {"secret": {"name": file.secret_name, "items": [{"key": file.key, "path": file.key}]}} for file in files
+            ],
+        },
+    }
+
+
+def _with_secret_files(container_spec: dict, files: Sequence[SecretFile]) -> dict:
+    return {
+        **container_spec,
+        "env": [*container_spec["env"], *({"name": f"{f.variable}_FILE", "value": f.path} for f in files)],
+        "volumeMounts": [
+            *container_spec["volumeMounts"],
+            {"name": _SECRETS_VOLUME, "mountPath": SECRET_FILES_DIR, "readOnly": True},
+        ],
+    }
 
 
 def namespace(
@@ -196,7 +251,10 @@ def deployment(
         metadata={"name": name, "namespace": namespace, "labels": labels},
         spec={
             "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": f"{ROLLING_UPDATE_SURGE_PERCENT}%", "maxUnavailable": 0},
+            },
             "revisionHistoryLimit": 5,
             "template": template,
         },

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) answer
-# before the integration tests run.
+# before the integration tests run, and that the tools the infrastructure tests run offline are installed.
 #
 # - A service that already answers is left alone (the usual case, locally and in CI: a fast no-op).
 # - A service that does not answer is installed from Debian if its package is missing, then started
 #   with the same commands this kind of machine uses, and waited for.
 # - Only for a PostgreSQL this script installed itself, pg_hba.conf gets a line letting the tests connect
 #   as "postgres" over TCP from 127.0.0.1 without a password.
+# - A missing tool is installed from Debian the same way; nothing of it is started (the tests run their own).
 #
 # ENSURE_SERVICES_SKIP=1 makes the script do nothing.
 set -euo pipefail
@@ -29,6 +30,8 @@ declare -A LOGS=(
     [redis]=/var/log/redis/ci.log
     [rabbitmq]=/var/log/rabbitmq/
 )
+# amtool checks the Alertmanager configuration; the package's alertmanager binary proves the inhibit rules.
+declare -A TOOL_PACKAGE=([amtool]=prometheus-alertmanager)
 REDIS_DIR=/var/lib/redis
 REDIS_LOG=/var/log/redis/ci.log
 HBA_LINE="host all postgres 127.0.0.1/32 trust  # added by tests/ensure-services.sh"
@@ -206,6 +209,21 @@ for service in "${SERVICES[@]}"; do
         service_installed "$service" || missing_packages+=("${PACKAGE[$service]}")
     fi
 done
+declare -A TOOL_STATE=()
+for tool in "${!TOOL_PACKAGE[@]}"; do
+    if command -v "$tool" >/dev/null 2>&1; then
+        TOOL_STATE[$tool]="already installed"
+    else
+        command -v dpkg-query >/dev/null 2>&1 ||
+            die "$tool is missing and this is not a Debian system: install ${TOOL_PACKAGE[$tool]} yourself"
+        TOOL_STATE[$tool]=installed
+        missing_packages+=("${TOOL_PACKAGE[$tool]}")
+    fi
+done
+# The app's fault tests run a process under libfaketime to skew its clock (issue 8).
+if ! command -v faketime >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+    missing_packages+=(faketime)
+fi
 
 # 2. Install what is missing, then start what is down.
 declare -A INSTALLED=()
@@ -259,3 +277,8 @@ if [[ -n ${INSTALLED[postgresql]:-} ]] && command -v psql >/dev/null 2>&1; then
     psql -w -h "$HOST" -p "${PORT[postgresql]}" -U postgres -d postgres -Atqc 'select 1' >/dev/null ||
         die "postgresql: user postgres still cannot connect over TCP to $HOST without a password"
 fi
+
+for tool in "${!TOOL_PACKAGE[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing after installing ${TOOL_PACKAGE[$tool]}"
+    echo "$tool: ${TOOL_STATE[$tool]}"
+done

@@ -45,6 +45,8 @@ class Resource:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     depends_on: tuple[str, ...]
+    # How long Pulumi waits for the resource to become ready, where the program says ("create": "30m", ...).
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -60,7 +62,11 @@ class Resource:
         if not metadata.get("name"):
             metadata["name"] = f"{self.name}-{hashlib.sha1(self.urn.encode()).hexdigest()[:8]}"
         head = {"apiVersion": fields.pop("apiVersion"), "kind": fields.pop("kind"), "metadata": metadata}
-        return head | fields
+        # Imported here: kube_typing finds CRD schemas through validation, which imports this module.
+        from tests.infra.kube_typing import with_integers
+
+        # Every number crossed the wire as a double; the provider types them by the schema, and so does this.
+        return with_integers(head | fields)
 
 
 def is_secret(value: Any) -> bool:
@@ -82,6 +88,8 @@ def reveal(value: Any, placeholder: str | None = None) -> Any:
 class StackRun:
     stack: str
     config: dict[str, str]
+    # The config keys set as secrets (`pulumi config set --secret`), with their project prefix.
+    secret_keys: frozenset[str] = frozenset()
     resources: list[Resource] = field(default_factory=list)
     # Stack outputs, resolved: name -> (value, whether Pulumi keeps it as a secret).
     outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)
@@ -108,6 +116,10 @@ class StackRun:
 
     def generated_passwords(self) -> set[str]:
         return {reveal(r.outputs["result"]) for r in self.of_type("random:index/randomPassword:RandomPassword")}
+
+    def secrets(self) -> set[str]:
+        """Every value that must stay secret: the generated passwords and the stack's secret config values."""
+        return self.generated_passwords() | {self.config[key] for key in self.secret_keys}
 
 
 class _Mocks(pulumi.runtime.Mocks):
@@ -146,19 +158,27 @@ class _RecordingMonitor(mocks.MockMonitor):
                 inputs=deserialize_properties(request.object, keep_unknowns=True),
                 outputs=deserialize_properties(response.object, keep_unknowns=True),
                 depends_on=tuple(request.dependencies),
+                custom_timeouts={
+                    operation: timeout
+                    for operation in ("create", "update", "delete")
+                    if (timeout := getattr(request.customTimeouts, operation))
+                },
             )
         )
         return response
 
 
-def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, str]:
-    """Pulumi.yaml defaults overlaid with Pulumi.<stack>.yaml, then `overrides`, as the CLI passes them."""
+def stack_config(
+    stack: str, overrides: dict[str, Any] | None = None, secrets: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Pulumi.yaml defaults overlaid with Pulumi.<stack>.yaml, then `overrides` and `secrets`, as the CLI passes
+    them."""
     declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
     values: dict[str, Any] = {
         f"{PROJECT}:{key}": spec["default"] for key, spec in declared.items() if "default" in spec
     }
     values.update(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
-    for key, value in (overrides or {}).items():
+    for key, value in (secure_stand_ins(stack) | (overrides or {}) | (secrets or {})).items():
         full_key = f"{PROJECT}:{key}"
         if value is None:
             values.pop(full_key, None)
@@ -174,14 +194,53 @@ def _config_string(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
         if isinstance(value, dict) and "secure" in value:
-            raise ValueError("secure: values cannot be decrypted under mocks; tests must override them")
+            raise ValueError("secure: values cannot be decrypted under mocks; give them a stand-in or override them")
         return json.dumps(value)
     return str(value)
 
 
-def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> StackRun:
-    """Runs __main__.py for `stack` under mocks; raises what the program raises (e.g. a ConfigError)."""
-    run = StackRun(stack=stack, config=stack_config(stack, overrides))
+# Mocks cannot decrypt the `secure:` values an operator's `pulumi config set --secret` writes into a stack file; the
+# program gets these in their place, marked secret as the CLI marks the real ones.
+SECURE_STAND_INS = {
+    "alertSlackWebhookUrl": "https://hooks.slack.example/services/STAND-IN/for-a-secure-value",
+    "alertEmailTo": "stand-in@example.invalid",
+    "alertSmtpPassword": "stand-in-smtp-password",
+}
+
+
+def secure_stand_ins(stack: str) -> dict[str, str]:
+    """Stand-ins for the stack file's `secure:` values, by key (without the project prefix)."""
+    stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    keys = [
+        key.removeprefix(f"{PROJECT}:")
+        for key, value in stack_file.items()
+        if isinstance(value, dict) and "secure" in value
+    ]
+    return {key: SECURE_STAND_INS[key] for key in keys if key in SECURE_STAND_INS}
+
+
+# The receiver the tests give the stacks that require one, as `pulumi config set --secret` would: a fake webhook.
+TEST_RECEIVER = {"alertSlackWebhookUrl": "https://hooks.slack.example/services/TEST-ONLY/not-a-real-webhook"}
+
+
+def receiver_required(stack: str) -> bool:
+    """Whether the stack file makes an alert receiver mandatory (the program refuses to run without one)."""
+    return stack_config(stack)[f"{PROJECT}:alertReceiverRequired"] == "true"
+
+
+def run_stack(stack: str, overrides: dict[str, Any] | None = None, secrets: dict[str, str] | None = None) -> StackRun:
+    """Runs __main__.py for `stack` under mocks; raises what the program raises (e.g. a ConfigError).
+
+    `secrets` are config values set the way `pulumi config set --secret` sets them: the program sees them among
+    the secret keys, as it does under the CLI."""
+    run = StackRun(
+        stack=stack,
+        config=stack_config(stack, overrides, secrets),
+        secret_keys=frozenset(
+            f"{PROJECT}:{key}"
+            for key in (secure_stand_ins(stack).keys() - (overrides or {}).keys()) | (secrets or {}).keys()
+        ),
+    )
     resource_mocks = _Mocks()
     pulumi.runtime.set_mocks(
         resource_mocks,
@@ -190,7 +249,8 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> StackRun:
         preview=False,
         monitor=_RecordingMonitor(resource_mocks, run),
     )
-    pulumi.runtime.set_all_config(run.config)
+    # Always a list: the secret keys of a previous run must not carry over.
+    pulumi.runtime.set_all_config(run.config, sorted(run.secret_keys))
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))

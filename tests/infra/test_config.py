@@ -47,6 +47,9 @@ BAD_VALUES = [
     ("workerEgressCidrs", ["10.0.0.0/33"], "network CIDRs"),
     ("edgeMaxRequestBodySize", "1MB", "a whole size in Ki, Mi, Gi or Ti"),
     ("storageClass", "Fast_SSD", "a StorageClass name"),
+    ("alertReceiverRequired", "yes", "true or false"),
+    ("alertEmailFrom", "nobody", "an e-mail address"),
+    ("alertSmtpSmarthost", "smtp.example.com", "an SMTP server as host:port"),
 ]
 
 
@@ -75,6 +78,17 @@ def test_a_request_above_its_limit_is_rejected():
         run_stack("dev", {"workerMemoryRequest": "2Gi", "workerMemoryLimit": "1Gi"})
 
 
+def test_more_connections_than_postgres_admits_at_peak_is_rejected_with_the_figure_needed():
+    # 2 API pods surge to 3 and hold 50 each; 3 workers surge to 4 and hold 10 each: 190, plus 20 reserved.
+    overrides = {"postgresMaxConnections": 200, "apiDatabaseConnections": 50, "workerDatabaseConnections": 10}
+    with pytest.raises(config.ConfigError, match=r"postgresMaxConnections = 200 is too few: .* raise it to 210 "):
+        run_stack("dev", overrides)
+
+
+def test_a_connection_budget_that_fits_exactly_is_accepted():
+    run_stack("dev", {"postgresMaxConnections": 210, "apiDatabaseConnections": 50, "workerDatabaseConnections": 10})
+
+
 def test_a_missing_required_key_is_named():
     with pytest.raises(config.ConfigError, match=r"workflow-platform:domain is not set"):
         run_stack("dev", {"domain": None})
@@ -94,7 +108,8 @@ def test_a_bad_value_stops_the_program_before_any_resource_is_created():
 
 
 def test_pulumi_yaml_declares_exactly_the_keys_the_program_reads():
-    recording = RecordingConfig(stack_config("prod"))
+    # dev: the program reads every key in every stack, and dev needs no secret alert receiver to run.
+    recording = RecordingConfig(stack_config("dev"))
     config.load(recording)
     assert recording.asked == set(DECLARED)
 

@@ -165,14 +165,14 @@ def test_every_resource_belongs_to_one_of_the_five_components(stack):
 
 
 def test_no_stack_output_holds_a_secret_in_plain_text(stack):
-    secrets = stack.generated_passwords()
+    secrets = stack.secrets()
     assert secrets
     for name, (value, kept_secret) in stack.outputs.items():
         assert kept_secret or not any(secret in str(value) for secret in secrets), f"stack output {name} leaks a secret"
 
 
 def test_no_container_has_a_secret_in_its_plain_environment(stack):
-    secrets = stack.generated_passwords()
+    secrets = stack.secrets()
     for where, _, _, container in containers(stack):
         for variable in container.get("env", []):
             assert not any(secret in str(variable.get("value", "")) for secret in secrets), (
@@ -181,7 +181,7 @@ def test_no_container_has_a_secret_in_its_plain_environment(stack):
 
 
 def test_credentials_only_travel_as_pulumi_secrets(stack):
-    secrets = stack.generated_passwords()
+    secrets = stack.secrets()
     for resource in stack.resources:
         if resource.type == "kubernetes:core/v1:Secret":
             assert all(is_secret(value) for value in resource.inputs["stringData"].values()) or is_secret(

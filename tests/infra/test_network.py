@@ -32,6 +32,27 @@ RABBITMQ = Pod("rabbitmq", "workflow-data", {"app.kubernetes.io/name": "workflow
 ENVOY = Pod("envoy", "workflow-edge", {"app.kubernetes.io/name": "envoy"})
 PROMETHEUS = Pod("prometheus", "workflow-observability", {"app.kubernetes.io/name": "prometheus"})
 JAEGER = Pod("jaeger", "workflow-observability", {"app.kubernetes.io/name": "jaeger"})
+CERT_MANAGER = Pod("cert-manager", "cert-manager", {"app.kubernetes.io/name": "cert-manager"})
+ENVOY_GATEWAY = Pod(
+    "envoy-gateway",
+    "envoy-gateway-system",
+    {"control-plane": "envoy-gateway", "app.kubernetes.io/name": "gateway-helm"},
+)
+# Labels as Envoy Gateway gives its rate-limit pods (internal/infrastructure/kubernetes/ratelimit/resource.go).
+RATE_LIMIT = Pod(
+    "ratelimit",
+    "envoy-gateway-system",
+    {
+        "app.kubernetes.io/name": "envoy-ratelimit",
+        "app.kubernetes.io/component": "ratelimit",
+        "app.kubernetes.io/managed-by": "envoy-gateway",
+    },
+)
+RATE_LIMIT_STORE = Pod(
+    "ratelimit-valkey",
+    "envoy-gateway-system",
+    {"app.kubernetes.io/name": "valkey", "app.kubernetes.io/instance": "ratelimit-valkey"},
+)
 
 
 def _rules(run, pod: Pod, direction: str):
@@ -84,6 +105,10 @@ NEEDED = [
     (PROMETHEUS, API, 8000),
     (PROMETHEUS, WORKER, 9100),
     (WORKER, INTERNET, 443),
+    (ENVOY, RATE_LIMIT, 8081),
+    (RATE_LIMIT, ENVOY_GATEWAY, 18001),
+    (RATE_LIMIT, RATE_LIMIT_STORE, 6379),
+    (ENVOY, ENVOY_GATEWAY, 18000),
 ]
 
 FORBIDDEN = [
@@ -96,6 +121,12 @@ FORBIDDEN = [
     (API, WORKER, 9100),
     (POSTGRES, API, 8000),
     (API, POSTGRES, 22),
+    (ENVOY, RATE_LIMIT_STORE, 6379),
+    (ENVOY_GATEWAY, RATE_LIMIT_STORE, 6379),
+    (API, RATE_LIMIT_STORE, 6379),
+    (INTERNET, RATE_LIMIT, 8081),
+    (CERT_MANAGER, ENVOY, 10443),
+    (CERT_MANAGER, API, 8000),
 ]
 
 
@@ -117,3 +148,9 @@ def test_every_other_connection_is_denied(stack, flow):
 def test_every_pod_may_resolve_names(stack):
     for pod in (API, WORKER, POSTGRES, ENVOY, PROMETHEUS):
         assert allowed(stack, pod, Pod("dns", "kube-system", {"k8s-app": "kube-dns"}), 53)
+
+
+def test_cert_manager_self_check_reaches_the_proxies_on_their_container_port(stack):
+    """Behind an IP-based load balancer kube-proxy rewrites the self-check's destination, the Gateway's public
+    address on port 80, to an Envoy pod's container port before any NetworkPolicy sees the packet."""
+    assert allowed(stack, CERT_MANAGER, ENVOY, 10080)
