@@ -35,6 +35,7 @@ app = AppTier(
     AppTierArgs(
         namespace=namespaces.app,
         api=stack.api,
+        engine=stack.engine,
         image=stack.image,
         build_context="app",
         connections=data.connections,
@@ -59,6 +60,7 @@ workers = WorkerPool(
         amqp_url_key=Connections.AMQP_URL_KEY,
         install_keda=stack.installs("keda"),
         keda_namespace=namespaces.keda,
+        ready=[*app.schema_ready, *data.broker_ready],
     ),
 )
 

@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.charts import METRICS_SERVER, install_chart
-from components.config import ApiConfig, ImageConfig, Resources
+from components.config import ApiConfig, EngineTimings, ImageConfig, Resources
 from components.data_plane import Connections
 from components.labels import labels, selector_labels
 from components.observability import ScrapeTarget
@@ -42,6 +42,8 @@ MIGRATE_DEADLINE_SECONDS = MIGRATE_ATTEMPTS * (MIGRATE_CONNECT_SECONDS + MIGRATE
 class AppTierArgs:
     namespace: str
     api: ApiConfig
+    # Lease and recovery timings: the API's dispatcher and every worker must agree on them.
+    engine: EngineTimings
     image: ImageConfig
     build_context: str
     connections: Connections
@@ -96,6 +98,7 @@ class AppTier(pulumi.ComponentResource):
             {"name": "APP_LOG_FORMAT", "value": "json"},
             {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": args.otlp_endpoint},
             {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "grpc"},
+            *args.engine.env(),
         ]
 
         api_account = service_account("workflow-api", self.namespace, labels("api"), child)
@@ -108,6 +111,8 @@ class AppTier(pulumi.ComponentResource):
                 custom_timeouts=pulumi.CustomTimeouts(create=_WAIT_FOR_MIGRATIONS, update=_WAIT_FOR_MIGRATIONS),
             ),
         )
+        # What must have finished before anything reads the schema: the workers wait for it too.
+        self.schema_ready: list[pulumi.Resource] = [migrations]
 
         api = deployment(
             "workflow-api",

@@ -106,6 +106,24 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class EngineTimings:
+    """How the engine tells a dead worker from a slow one, and when it republishes what nobody claimed."""
+
+    lease_seconds: int
+    lease_renew_seconds: int
+    lease_grace_seconds: int
+    unclaimed_republish_seconds: int
+
+    def env(self) -> list[dict]:
+        return [
+            {"name": "APP_LEASE_S", "value": str(self.lease_seconds)},
+            {"name": "APP_LEASE_RENEW_S", "value": str(self.lease_renew_seconds)},
+            {"name": "APP_LEASE_GRACE_S", "value": str(self.lease_grace_seconds)},
+            {"name": "APP_UNCLAIMED_REPUBLISH_S", "value": str(self.unclaimed_republish_seconds)},
+        ]
+
+
+@dataclass(frozen=True)
 class StatefulServiceConfig:
     replicas: int
     storage_size: str
@@ -173,6 +191,7 @@ class StackConfig:
     storage_class: str | None
     api: ApiConfig
     workers: WorkerConfig
+    engine: EngineTimings
     postgres: PostgresConfig
     rabbitmq: StatefulServiceConfig
     redis: StatefulServiceConfig
@@ -406,6 +425,23 @@ def _check_connection_budget(read: _Reader, stack: StackConfig) -> None:
         )
 
 
+def _engine_timings(read: _Reader) -> EngineTimings:
+    timings = EngineTimings(
+        lease_seconds=read.integer("leaseSeconds", minimum=3, maximum=3600),
+        lease_renew_seconds=read.integer("leaseRenewSeconds", minimum=1, maximum=1200),
+        lease_grace_seconds=read.integer("leaseGraceSeconds", minimum=0, maximum=3600),
+        unclaimed_republish_seconds=read.integer("unclaimedRepublishSeconds", minimum=5, maximum=3600),
+    )
+    if timings.lease_renew_seconds * 3 > timings.lease_seconds:
+        # Renewal must get more than one try before the lease lapses, or a single slow query loses it.
+        read._fail(
+            "leaseRenewSeconds",
+            str(timings.lease_renew_seconds),
+            f"must be at most a third of leaseSeconds ({timings.lease_seconds})",
+        )
+    return timings
+
+
 def _addon(name: str) -> str:
     if name not in ADDONS:
         raise ValueError(name)
@@ -461,6 +497,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             database_connections=read.integer("apiDatabaseConnections", minimum=1, maximum=100),
         ),
         workers=workers,
+        engine=_engine_timings(read),
         postgres=PostgresConfig(
             **vars(read.stateful_service("postgres", "postgresInstances")),
             max_connections=read.integer("postgresMaxConnections", minimum=25, maximum=10_000),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -39,6 +40,8 @@ class WorkerPoolArgs:
     amqp_url_key: str
     install_keda: bool
     keda_namespace: str
+    # Resources that must be ready before workers start: the schema they read and the broker they consume from.
+    ready: Sequence[pulumi.Resource]
 
 
 class WorkerPool(pulumi.ComponentResource):
@@ -87,7 +90,7 @@ class WorkerPool(pulumi.ComponentResource):
                     )
                 ],
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.ready)),
         )
 
         k8s.core.v1.Service(

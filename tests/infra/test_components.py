@@ -99,6 +99,20 @@ def test_each_pod_holds_at_most_its_stacks_database_connections(stack, role):
     assert env_of(container)["APP_DATABASE_POOL_OVERFLOW"]["value"] == "0"
 
 
+@pytest.mark.parametrize("role", ["api", "worker"])
+def test_api_and_workers_run_on_the_lease_timings_of_the_stack_file(stack, role):
+    env = env_of(api_container(stack) if role == "api" else worker_container(stack))
+    settings = {
+        "APP_LEASE_S": "leaseSeconds",
+        "APP_LEASE_RENEW_S": "leaseRenewSeconds",
+        "APP_LEASE_GRACE_S": "leaseGraceSeconds",
+        "APP_UNCLAIMED_REPUBLISH_S": "unclaimedRepublishSeconds",
+    }
+    assert {name: env[name]["value"] for name in settings} == {
+        name: stack.config[f"workflow-platform:{key}"] for name, key in settings.items()
+    }
+
+
 def test_postgres_admits_every_connection_the_app_may_hold_at_its_peak(stack):
     def surging(deployment: str, replicas: int) -> int:
         surge = stack.one("Deployment", deployment)["spec"]["strategy"]["rollingUpdate"]["maxSurge"]

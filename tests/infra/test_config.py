@@ -48,6 +48,8 @@ BAD_VALUES = [
     ("edgeMaxRequestBodySize", "1MB", "a whole size in Ki, Mi, Gi or Ti"),
     ("storageClass", "Fast_SSD", "a StorageClass name"),
     ("alertReceiverRequired", "yes", "true or false"),
+    ("leaseSeconds", 1, "an integer >= 3"),
+    ("leaseRenewSeconds", 6, "must be at most a third of leaseSeconds (15)"),
     ("alertEmailFrom", "nobody", "an e-mail address"),
     ("alertSmtpSmarthost", "smtp.example.com", "an SMTP server as host:port"),
 ]

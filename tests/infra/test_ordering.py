@@ -131,6 +131,11 @@ def test_the_api_waits_for_migrations_and_the_broker(stack):
     assert {the(stack, JOB).urn, the(stack, RABBITMQ_CLUSTER).urn} <= waits_for(stack)[api.urn]
 
 
+def test_workers_wait_for_migrations_and_the_broker(stack):
+    worker = stack.resource(DEPLOYMENT, "workflow-worker")
+    assert {the(stack, JOB).urn, the(stack, RABBITMQ_CLUSTER).urn} <= waits_for(stack)[worker.urn]
+
+
 def test_cert_manager_waits_for_the_release_that_installs_the_gateway_api_crds(stack):
     assert installer(stack, "envoy-gateway").urn in waits_for(stack)[installer(stack, "cert-manager").urn]
 
