@@ -16,10 +16,13 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from app import migrations
 from app.http.api import create_app
 from app.http.schemas import WorkflowIn
+from app.liveness import Liveness
 from app.observability import configure_logging, configure_tracing
 from app.runtime import Platform, generate_api_key
 from app.settings import Settings
@@ -47,7 +50,15 @@ def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
 
 async def _serve_api(settings: Settings) -> None:
     platform = Platform.build(settings)
-    await _serve(_server(create_app(platform), settings.host, settings.port))
+    # Liveness on APP_METRICS_PORT from a thread: it answers within milliseconds however busy the event loop is.
+    liveness = Liveness(settings.host, settings.metrics_port)
+    liveness.start()
+    beating = asyncio.create_task(liveness.beat(), name="liveness-beat")
+    try:
+        await _serve(_server(create_app(platform), settings.host, settings.port))
+    finally:
+        beating.cancel()
+        liveness.stop()
 
 
 async def _serve(server: uvicorn.Server) -> None:
@@ -138,15 +149,27 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--database", help="SQLite file (default: a file in the temp directory)")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except (SettingsError, ValidationError) as error:
+        parser.exit(2, f"{parser.prog}: invalid configuration: {error}\n")
     configure_logging(settings.log_format if args.role != "dev" else "text", settings.log_level)
     configure_tracing(f"workflow-{args.role}")
     tune_garbage_collector()
 
     if args.role == "migrate":
         if not settings.database_url:
-            parser.error("APP_DATABASE_URL is not set")
-        migrations.upgrade(settings.database_url)
+            parser.error("neither APP_DATABASE_URL nor APP_DATABASE_URL_FILE is set")
+        retry = migrations.ConnectRetry(
+            timeout_s=settings.migrate_connect_timeout_s,
+            initial_s=settings.migrate_retry_initial_s,
+            max_s=settings.migrate_retry_max_s,
+        )
+        try:
+            migrations.upgrade_when_reachable(settings.database_url, retry)
+        except migrations.DatabaseUnreachable as error:
+            log.error("migrations not applied: %s", error)
+            return 1
         log.info("database schema is up to date")
         return 0
     if args.role == "api":

@@ -3,6 +3,7 @@ The same engine code runs in every mode; only what `Platform.build` plugs in dif
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -48,9 +49,10 @@ class Platform:
 
         registry.load_modules(settings.task_modules)
         store = Store(
-            create_engine(settings.database_url),
+            create_engine(settings.database_url, settings.database_pool_size, settings.database_pool_overflow),
             RetryPolicy(settings.retry_base_s, settings.retry_max_s),
             settings.republish_after_s,
+            settings.unclaimed_republish_s,
         )
         broker: Broker = (
             RabbitBroker(settings.amqp_url, settings.delivery_limit) if settings.amqp_url else MemoryBroker()
@@ -93,6 +95,20 @@ class Platform:
         await self.redis.aclose()
         await self.store.engine.dispose()
 
+    async def unready_dependencies(self, timeout_s: float = 2) -> list[str]:
+        """The dependencies (database, broker, cache) that do not answer a round trip within `timeout_s`, checked
+        at once. Only their names leave this method: the errors, which can carry host and role names, are logged."""
+        checks = {"database": self.store.ping(), "broker": self.broker.ping(), "cache": self.redis.ping()}
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check, timeout_s) for check in checks.values()), return_exceptions=True
+        )
+        failed = []
+        for name, result in zip(checks, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("readiness: %s not ready: %s", name, repr(result))
+                failed.append(name)
+        return failed
+
     async def ensure_admin_key(self, secret: str) -> ApiKey:
         return await self.store.create_api_key("bootstrap", "admin", secret)
 
@@ -108,6 +124,8 @@ class Platform:
                 concurrency=self.settings.worker_concurrency,
                 prefetch=self.settings.worker_prefetch,
                 lease_s=self.settings.lease_s,
+                lease_renew_s=min(self.settings.lease_renew_s, self.settings.lease_s / 3),
+                lease_grace_s=self.settings.lease_grace_s,
                 relay_interval_s=self.settings.relay_interval_s,
             ),
         )

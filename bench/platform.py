@@ -78,6 +78,7 @@ def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
         "APP_MAX_BODY_BYTES": str(16 * 1024 * 1024),
         "APP_HOST": "127.0.0.1",
         "APP_PORT": str(port),
+        "APP_METRICS_PORT": str(_free_port()),  # the API's liveness thread (workers get one each below)
         **(extra_env or {}),
     }
     services.delete_queues(QUEUES)

@@ -101,6 +101,7 @@ class RabbitBroker:
         self._delivery_limit = delivery_limit
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
+        self._ping_channel: AbstractRobustChannel | None = None
         self._declared: set[str] = set()
         self._consumers: list[tuple[AbstractRobustChannel, aio_pika.abc.AbstractQueue, str]] = []
         self._lock = asyncio.Lock()
@@ -114,8 +115,20 @@ class RabbitBroker:
             await self._connection.close()
 
     async def ping(self) -> None:
+        """A round trip to the broker (basic.qos on a channel of its own, which consumes nothing): a connection
+        that looks open says nothing while the broker is unreachable and the heartbeat has not yet noticed. Its own
+        channel, because a round trip cut short closes its channel, which must never be the publishing one."""
         if self._connection is None or self._connection.is_closed:
             raise ConnectionError("not connected to RabbitMQ")
+        if self._ping_channel is None:
+            self._ping_channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            await self._ping_channel.set_qos(prefetch_count=0)
+        except BaseException:
+            # A round trip that failed or was cut short (a timeout's cancellation) leaves the channel closed by
+            # aiormq: dropped (the connection holds its channels weakly), and the next ping opens another.
+            self._ping_channel = None
+            raise
 
     async def _declare(self, channel: AbstractRobustChannel, queue: str) -> aio_pika.abc.AbstractQueue:
         dead = dead_letter_queue(queue)

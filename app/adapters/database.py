@@ -173,7 +173,12 @@ def encode_json(value) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+# A database that accepts no TCP handshake (a partition, a blackholed host) fails a request within seconds (503),
+# not after asyncpg's default of a minute.
+CONNECT_TIMEOUT_S = 5
+
+
+def create_engine(url: str, pool_size: int = 10, pool_overflow: int = 10) -> AsyncEngine:
     url = sqlalchemy_url(url)
     json_codec = {"json_serializer": encode_json, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
@@ -190,4 +195,10 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         return engine
     # No pre-ping: it costs two round trips per checkout. A connection found dead is invalidated with its pool,
     # and the store retries the transaction on a fresh one.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, **json_codec)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_overflow,
+        connect_args={"timeout": CONNECT_TIMEOUT_S},
+        **json_codec,
+    )

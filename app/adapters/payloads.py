@@ -9,7 +9,7 @@ than silently stored inline.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import hashlib
 from typing import Any
 
 import boto3
@@ -25,7 +25,34 @@ class PayloadError(Exception):
 
 class UnstorableTextError(PayloadError):
     def __init__(self) -> None:
-        super().__init__("the value holds text with the NUL character (\\u0000), which PostgreSQL cannot store")
+        super().__init__(
+            "the value holds text with the NUL character (\\u0000) or a lone surrogate, which PostgreSQL cannot store"
+        )
+
+
+def storable_text(text: str) -> str:
+    """`text` as PostgreSQL can store it: NUL (which its text and JSONB reject) and lone surrogates (which UTF-8
+    cannot encode) become U+FFFD. The one test of storable text: outputs are refused when it changes them, error
+    messages are stored through it."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        # A well-formed surrogate pair becomes its character; a lone surrogate becomes U+FFFD.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def contains_unstorable_text(value: Any) -> bool:
+    """Whether any string in a JSON value, key or item, is one `storable_text` would change."""
+    if isinstance(value, str):
+        return storable_text(value) != value
+    if isinstance(value, dict):
+        return any(contains_unstorable_text(key) or contains_unstorable_text(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(contains_unstorable_text(item) for item in value)
+    return False
 
 
 def contains_nul(value: Any) -> bool:
@@ -79,15 +106,23 @@ class PayloadStore:
 
         `key_hint` (e.g. "runs/<run id>/<step>") becomes the object's key prefix so related payloads sit together.
         """
-        encoded = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        try:
+            encoded = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:
+            if contains_unstorable_text(value):  # orjson refuses lone surrogates
+                raise UnstorableTextError from None
+            raise
         # The encoding escapes NUL as \u0000, so only a value whose encoding shows that sequence needs the walk.
-        if b"\\u0000" in encoded and contains_nul(value):
+        if b"\\u0000" in encoded and contains_unstorable_text(value):
             raise UnstorableTextError
         if len(encoded) <= self.inline_limit_bytes:
             return value
         if self._client is None:
             raise PayloadTooLargeError(len(encoded), self.inline_limit_bytes)
-        key = f"{key_hint.strip('/')}/{uuid.uuid4().hex}.json"
+        # Content-addressed: the same value gets the same reference, so an Idempotency-Key sent again with the same
+        # large input is recognised as the same request (and its object is written once).
+        digest = hashlib.sha256(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS))
+        key = f"{key_hint.strip('/')}/{digest.hexdigest()}.json"
         # boto3 is blocking; a thread keeps the upload from stalling the event loop.
         await asyncio.to_thread(
             self._client.put_object, Bucket=self.bucket, Key=key, Body=encoded, ContentType="application/json"

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.database import api_keys, dead_letters, events, runs, steps, workflows
 from app.engine.definitions import WorkflowSpec
+from app.engine.idempotency import KeyReuse
 from app.engine.state import (
     FINISHED_RUN,
     UNFINISHED_STEP,
@@ -40,6 +41,7 @@ RETRIED_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detect
 
 
 def now() -> datetime:
+    """This process's clock: only for what no other process compares (registration and API key times)."""
     return datetime.now(UTC)
 
 
@@ -76,6 +78,8 @@ class Dispatch:
     step_id: int
     queue: str
     trace_context: dict[str, str] | None = None
+    # The step's attempt count when it was made ready: marking it published must not mark a later readiness.
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,13 @@ def hash_key(secret: str) -> str:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, retry_policy: RetryPolicy, republish_after_s: float):
+    def __init__(
+        self, engine: AsyncEngine, retry_policy: RetryPolicy, republish_after_s: float, unclaimed_after_s: float = 60
+    ):
         self.engine = engine
         self.retry_policy = retry_policy
         self.republish_after = timedelta(seconds=republish_after_s)
+        self.unclaimed_after = timedelta(seconds=unclaimed_after_s)
         self._dialect = engine.dialect.name
         # The embedded SQLite shares one connection: its transactions must take turns.
         self._turns = asyncio.Lock() if self._dialect == "sqlite" else None
@@ -170,6 +177,14 @@ class Store:
     def _insert(self, table):
         """INSERT with ON CONFLICT support in the current dialect."""
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
+
+    async def _clock(self, connection: AsyncConnection) -> datetime:
+        """The database's time, the one clock every process compares against (ready_at, dispatch_after, leases):
+        on PostgreSQL the transaction's `now()`, so it equals `now()` in any statement of the transaction. The
+        embedded SQLite lives in one process, whose clock is the only one."""
+        if self._dialect != "postgresql":
+            return now()
+        return (await connection.execute(select(func.now()))).scalar_one()
 
     async def ping(self) -> None:
         async with self.reading() as connection:
@@ -233,13 +248,18 @@ class Store:
 
     # Runs
 
-    async def create_runs(self, requests: list[NewRun]) -> tuple[list[CreatedRun], Changes]:
+    async def create_runs(
+        self, requests: list[NewRun], check_reuses: Callable[[list[KeyReuse]], None]
+    ) -> tuple[list[CreatedRun], Changes]:
         """Creates the runs (an idempotency key already used by the same API key returns its run), their steps
-        and their first events, in one transaction. The ready steps come back for publishing after commit."""
-        return await self._retrying(self._create_runs, requests)
+        and their first events, in one transaction. The ready steps come back for publishing after commit.
 
-    async def _create_runs(self, connection: AsyncConnection, requests: list[NewRun]):
-        timestamp = now()
+        `check_reuses` is handed every request that repeats a key, with what the key's first use started, before
+        anything is committed: whatever it raises rolls the whole transaction back."""
+        return await self._retrying(self._create_runs, requests, check_reuses)
+
+    async def _create_runs(self, connection: AsyncConnection, requests: list[NewRun], check_reuses):
+        timestamp = await self._clock(connection)
         results: list[CreatedRun | None] = [None] * len(requests)
         fresh: dict[int, uuid.UUID] = {}
         keyed: dict[tuple[uuid.UUID | None, str], list[int]] = defaultdict(list)
@@ -290,11 +310,18 @@ class Store:
             if existing_keys:
                 found = await connection.execute(
                     select(
-                        runs.c.id, runs.c.workflow_name, runs.c.status, runs.c.api_key_id, runs.c.idempotency_key
+                        runs.c.id,
+                        runs.c.workflow_name,
+                        runs.c.status,
+                        runs.c.input,
+                        runs.c.api_key_id,
+                        runs.c.idempotency_key,
                     ).where(tuple_(runs.c.api_key_id, runs.c.idempotency_key).in_(existing_keys))
                 )
                 existing = {(row.api_key_id, row.idempotency_key): row for row in found}
+            reuses: list[KeyReuse] = []
             for key, indexes in keyed.items():
+                first = requests[indexes[0]]
                 for position, index in enumerate(indexes):
                     if candidates[key] in inserted:
                         results[index] = CreatedRun(
@@ -302,9 +329,13 @@ class Store:
                         )
                         if position == 0:
                             fresh[index] = candidates[key]
+                        else:
+                            reuses.append(KeyReuse(index, first.workflow.name, first.input))
                     else:
                         row = existing[key]
                         results[index] = CreatedRun(row.id, row.workflow_name, row.status, False)
+                        reuses.append(KeyReuse(index, row.workflow_name, row.input))
+            check_reuses(reuses)
 
         step_rows, event_rows, changes = [], [], Changes()
         trace_of_run = {run_id: requests[index].trace_context for index, run_id in fresh.items()}
@@ -347,29 +378,35 @@ class Store:
             changes.events.extend(event_rows)
         return results, changes
 
-    async def mark_published(self, step_ids: list[int]) -> None:
-        if not step_ids:
+    async def mark_published(self, dispatches: list[Dispatch]) -> None:
+        """The broker confirmed these steps' messages: the relay leaves them be until `unclaimed_after` has passed.
+        Only the readiness that was published is marked (same attempt): a late mark must not hide a step that has
+        since run and become ready again (a retry), whose own message is not yet published."""
+        if not dispatches:
             return
         async with self.transaction() as connection:
+            timestamp = await self._clock(connection)
             await connection.execute(
                 update(steps)
-                .where(self._among(steps.c.id, step_ids), steps.c.status == StepStatus.READY)
-                .values(published_at=now())
+                .where(
+                    tuple_(steps.c.id, steps.c.attempt).in_([(d.step_id, d.attempt) for d in dispatches]),
+                    steps.c.status == StepStatus.READY,
+                )
+                .values(published_at=timestamp, dispatch_after=timestamp + self.unclaimed_after)
             )
 
     async def take_due_dispatches(self, limit: int) -> list[Dispatch]:
-        """Ready steps committed but not confirmed by the broker (a crash, a broker outage) or whose retry backoff
-        has passed. Their next check moves forward first, so concurrent relays do not publish them together."""
+        """The recovery sweep: every ready step whose `dispatch_after` has passed, published or not. That is one
+        committed but not confirmed by the broker (a crash, a broker outage), one whose retry backoff has passed, and
+        one published but still unclaimed after `unclaimed_after` (a lost message, a claim that found it not yet
+        due): no ready step can be stranded. Their next check moves forward first, so concurrent relays do not
+        publish them together; the index `steps_outbox (status, dispatch_after)` serves the query."""
 
         async def work(connection: AsyncConnection):
-            timestamp = now()
+            timestamp = await self._clock(connection)
             due = (
                 select(steps.c.id)
-                .where(
-                    steps.c.status == StepStatus.READY,
-                    steps.c.published_at.is_(None),
-                    steps.c.dispatch_after <= timestamp,
-                )
+                .where(steps.c.status == StepStatus.READY, steps.c.dispatch_after <= timestamp)
                 .order_by(steps.c.dispatch_after)
                 .limit(limit)
             )
@@ -379,9 +416,9 @@ class Store:
                 update(steps)
                 .where(steps.c.id.in_(due.scalar_subquery()))
                 .values(dispatch_after=timestamp + self.republish_after)
-                .returning(steps.c.id, steps.c.queue)
+                .returning(steps.c.id, steps.c.queue, steps.c.attempt)
             )
-            return [Dispatch(row.id, row.queue) for row in rows]
+            return [Dispatch(row.id, row.queue, attempt=row.attempt) for row in rows]
 
         return await self._retrying(work)
 
@@ -389,11 +426,13 @@ class Store:
 
     async def claim(self, step_ids: list[int], owner: str, lease_s: float) -> tuple[list[ClaimedStep], Changes]:
         """Moves ready steps to running under `owner`'s lease. A step that is not ready (finished, running
-        elsewhere, cancelled, or not yet due) is skipped: that is what makes a redelivered message harmless."""
+        elsewhere, cancelled, or not yet due) is skipped: that is what makes a redelivered message harmless. A ready
+        step whose previous attempt still holds a live lease (its run was cancelled, then retried, while it ran) is
+        skipped too, so one step never runs twice at once; the relay publishes it again once that lease is gone."""
         return await self._retrying(self._claim, step_ids, owner, lease_s)
 
     async def _claim(self, connection: AsyncConnection, step_ids: list[int], owner: str, lease_s: float):
-        timestamp = now()
+        timestamp = await self._clock(connection)
         changes = Changes()
         claimed_rows = (
             await connection.execute(
@@ -402,6 +441,7 @@ class Store:
                     self._among(steps.c.id, step_ids),
                     steps.c.status == StepStatus.READY,
                     steps.c.ready_at <= timestamp,
+                    or_(steps.c.lease_owner.is_(None), steps.c.lease_expires_at < timestamp),
                 )
                 .values(
                     status=StepStatus.RUNNING,
@@ -476,36 +516,40 @@ class Store:
         return claimed, changes
 
     async def renew_leases(self, owner: str, step_ids: list[int], lease_s: float) -> None:
+        """Extends `owner`'s leases on the steps it is still executing, whatever their status: a step cancelled
+        while it runs keeps its lease until its attempt ends, so a retry of the run cannot start it a second time."""
         if not step_ids:
             return
         async with self.transaction() as connection:
+            timestamp = await self._clock(connection)
             await connection.execute(
                 update(steps)
-                .where(
-                    self._among(steps.c.id, step_ids),
-                    steps.c.lease_owner == owner,
-                    steps.c.status == StepStatus.RUNNING,
-                )
-                .values(lease_expires_at=now() + timedelta(seconds=lease_s))
+                .where(self._among(steps.c.id, step_ids), steps.c.lease_owner == owner)
+                .values(lease_expires_at=timestamp + timedelta(seconds=lease_s))
             )
 
     async def complete(self, outcomes: list[Outcome], owner: str | None) -> Changes:
         """Records how attempts ended, in one transaction: successes release their dependents (and finish their
         run when it was the last step), failures retry after a backoff or fail the run and cancel the rest.
-        Only steps still running under `owner` are touched; `owner` None is the platform itself (a lost
-        worker, a dead-lettered message), which may also end steps that are merely ready."""
+        Only steps still running the outcome's attempt under `owner` are touched; `owner` None is the platform
+        itself (a lost worker, a dead-lettered message), which may also end steps that are merely ready. An
+        attempt that is no longer the step's (its run was cancelled, or its lease was taken over) changes nothing
+        but gives up its lease."""
         if not outcomes:
             return Changes()
         return await self._retrying(self._complete, outcomes, owner)
 
     async def _complete(self, connection: AsyncConnection, outcomes: list[Outcome], owner: str | None):
-        timestamp = now()
+        timestamp = await self._clock(connection)
         by_id = {outcome.step_id: outcome for outcome in outcomes}
         allowed = [StepStatus.RUNNING] if owner is not None else [StepStatus.RUNNING, StepStatus.READY]
 
+        def attempts(ids: list[int]):
+            return tuple_(steps.c.id, steps.c.attempt).in_([(i, by_id[i].attempt) for i in ids])
+
         def live(query, ids: list[int]):
             query = query.where(self._among(steps.c.id, ids), steps.c.status.in_(allowed))
-            return query.where(steps.c.lease_owner == owner) if owner is not None else query
+            return query.where(steps.c.lease_owner == owner, attempts(ids)) if owner is not None else query
 
         # Steps first (a success is recorded in the same statement that checks it is still ours), then their runs.
         success_ids = [o.step_id for o in outcomes if o.succeeded]
@@ -543,6 +587,15 @@ class Store:
             failed_rows = (
                 await connection.execute(query.with_for_update() if self._dialect == "postgresql" else query)
             ).all()
+        stale = sorted(by_id.keys() - {row.id for row in [*succeeded_rows, *failed_rows]})
+        if stale and owner is not None:
+            # The attempt has ended: its lease no longer keeps a retried step from being claimed, and the relay
+            # publishes such a step at once.
+            await connection.execute(
+                update(steps)
+                .where(attempts(stale), steps.c.lease_owner == owner, steps.c.status != StepStatus.RUNNING)
+                .values(lease_owner=None, lease_expires_at=None, dispatch_after=timestamp)
+            )
         if not succeeded_rows and not failed_rows:
             return Changes()
         run_rows = await self._lock_runs(connection, {row.run_id for row in [*succeeded_rows, *failed_rows]})
@@ -622,7 +675,9 @@ class Store:
             if run_rows[run_id]["status"] in FINISHED_RUN or not names:
                 continue
             for ready in await self._release(connection, run_id, names, timestamp):
-                changes.dispatches.append(Dispatch(ready.id, ready.queue, releasing_trace.get(run_id)))
+                changes.dispatches.append(
+                    Dispatch(ready.id, ready.queue, releasing_trace.get(run_id), attempt=ready.attempt)
+                )
                 emit(run_id, "step.ready", ready.name, {})
 
         await self._save_runs(connection, run_rows, touched_runs)
@@ -645,7 +700,7 @@ class Store:
                 update(steps)
                 .where(steps.c.run_id == run_id, steps.c.name.in_(group), steps.c.status == StepStatus.WAITING)
                 .values(waiting_on=steps.c.waiting_on - count)
-                .returning(steps.c.id, steps.c.name, steps.c.queue, steps.c.waiting_on)
+                .returning(steps.c.id, steps.c.name, steps.c.queue, steps.c.waiting_on, steps.c.attempt)
             )
             ready.extend(row for row in rows if row.waiting_on == 0)
         if ready:
@@ -662,10 +717,12 @@ class Store:
         return ready
 
     async def _cancel_unfinished(self, connection: AsyncConnection, run_ids: list[uuid.UUID], timestamp: datetime):
+        # A running step keeps its lease: its attempt goes on until the worker reports it, and until then a retry
+        # of the run must not start the step again.
         rows = await connection.execute(
             update(steps)
             .where(self._among(steps.c.run_id, run_ids), steps.c.status.in_(list(UNFINISHED_STEP)))
-            .values(status=StepStatus.CANCELLED, finished_at=timestamp, lease_owner=None, lease_expires_at=None)
+            .values(status=StepStatus.CANCELLED, finished_at=timestamp)
             .returning(steps.c.run_id, steps.c.name)
         )
         cancelled: dict[uuid.UUID, list[str]] = defaultdict(list)
@@ -717,27 +774,33 @@ class Store:
             ],
         )
 
-    async def expired_leases(self, limit: int) -> list[int]:
+    async def expired_leases(self, limit: int, grace_s: float) -> list[int]:
+        """Running steps whose lease expired more than `grace_s` ago (by the database's clock)."""
         async with self.reading() as connection:
+            timestamp = await self._clock(connection)
             rows = await connection.execute(
                 select(steps.c.id)
-                .where(steps.c.status == StepStatus.RUNNING, steps.c.lease_expires_at < now())
+                .where(
+                    steps.c.status == StepStatus.RUNNING,
+                    steps.c.lease_expires_at < timestamp - timedelta(seconds=grace_s),
+                )
                 .limit(limit)
             )
             return list(rows.scalars())
 
-    async def requeue_lost(self, step_ids: list[int]) -> Changes:
-        """Steps whose worker stopped renewing its lease: back to ready while attempts remain, else failed."""
-        return await self._retrying(self._requeue_lost, step_ids)
+    async def requeue_lost(self, step_ids: list[int], grace_s: float) -> Changes:
+        """Steps whose worker stopped renewing its lease (more than `grace_s` ago): back to ready while attempts
+        remain, else failed."""
+        return await self._retrying(self._requeue_lost, step_ids, grace_s)
 
-    async def _requeue_lost(self, connection: AsyncConnection, step_ids: list[int]):
-        timestamp = now()
+    async def _requeue_lost(self, connection: AsyncConnection, step_ids: list[int], grace_s: float):
+        timestamp = await self._clock(connection)
         rows = (
             await connection.execute(
                 select(steps.c.id, steps.c.attempt, steps.c.max_attempts, steps.c.queue).where(
                     self._among(steps.c.id, step_ids),
                     steps.c.status == StepStatus.RUNNING,
-                    steps.c.lease_expires_at < timestamp,
+                    steps.c.lease_expires_at < timestamp - timedelta(seconds=grace_s),
                 )
             )
         ).all()
@@ -757,7 +820,7 @@ class Store:
                     lease_expires_at=None,
                 )
             )
-            changes.dispatches.extend(Dispatch(row.id, row.queue) for row in retry)
+            changes.dispatches.extend(Dispatch(row.id, row.queue, attempt=row.attempt) for row in retry)
         if exhausted:
             lost = {"type": "WorkerLost", "message": "the worker running this step stopped before it finished"}
             changes.merge(
@@ -775,7 +838,7 @@ class Store:
             run = run_rows[run_id]
             if run["status"] in FINISHED_RUN:
                 return run["status"], Changes()
-            timestamp = now()
+            timestamp = await self._clock(connection)
             cancelled = await self._cancel_unfinished(connection, [run_id], timestamp)
             event_rows = []
             for name in cancelled.get(run_id, []):
@@ -791,7 +854,9 @@ class Store:
         return await self._retrying(work)
 
     async def retry_run(self, run_id: uuid.UUID) -> tuple[str | None, Changes]:
-        """Runs the failed and cancelled steps of a failed or cancelled run again, keeping what succeeded."""
+        """Runs the failed and cancelled steps of a failed or cancelled run again, keeping what succeeded. Each
+        gets its full attempts again, numbered on from the ones it had (attempt 2 follows attempt 1), and a step
+        whose last attempt may still be running keeps that attempt's lease: no claim starts it before it ends."""
 
         async def work(connection: AsyncConnection):
             run_rows = await self._lock_runs(connection, [run_id])
@@ -800,8 +865,14 @@ class Store:
             run = run_rows[run_id]
             if run["status"] not in (RunStatus.FAILED, RunStatus.CANCELLED):
                 return run["status"], Changes()
-            timestamp = now()
+            timestamp = await self._clock(connection)
             rows = (await connection.execute(select(steps).where(steps.c.run_id == run_id))).all()
+            definition = await connection.scalar(
+                select(workflows.c.definition).where(
+                    workflows.c.id == select(runs.c.workflow_id).where(runs.c.id == run_id).scalar_subquery()
+                )
+            )
+            budget = {step.name: step.max_attempts for step in WorkflowSpec.from_canonical(definition).steps}
             done = {row.name for row in rows if row.status == StepStatus.SUCCEEDED}
             changes = Changes()
             event_rows = []
@@ -818,10 +889,11 @@ class Store:
                         "waiting_on": waiting_on,
                         "ready_at": timestamp if ready else None,
                         "dispatch_after": timestamp + self.republish_after if ready else None,
+                        "max_attempts": row.attempt + budget[row.name],
                     }
                 )
                 if ready:
-                    changes.dispatches.append(Dispatch(row.id, row.queue))
+                    changes.dispatches.append(Dispatch(row.id, row.queue, attempt=row.attempt))
             await connection.execute(
                 update(steps)
                 .where(steps.c.id == bindparam("step_id"))
@@ -830,14 +902,12 @@ class Store:
                     waiting_on=bindparam("waiting_on"),
                     ready_at=bindparam("ready_at"),
                     dispatch_after=bindparam("dispatch_after"),
-                    attempt=0,
+                    max_attempts=bindparam("max_attempts"),
                     error=None,
                     output=None,
                     published_at=None,
                     started_at=None,
                     finished_at=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
                 ),
                 redo,
             )

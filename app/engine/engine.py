@@ -17,7 +17,7 @@ from app.adapters.broker import Broker
 from app.adapters.cache import EventDoorbell
 from app.adapters.payloads import PayloadStore
 from app.adapters.store import Changes, CreatedRun, Dispatch, NewRun, Store, Workflow
-from app.engine import definitions
+from app.engine import definitions, idempotency
 from app.engine.definitions import WorkflowSpec
 from app.engine.tasks import TaskRegistry
 from app.observability import metrics, tracing
@@ -29,10 +29,6 @@ STEPS_PER_MESSAGE = 64
 
 
 class UnknownWorkflowError(LookupError):
-    pass
-
-
-class IdempotencyConflictError(ValueError):
     pass
 
 
@@ -75,6 +71,9 @@ def decode_message(body: bytes) -> list[int]:
     ids = data.get("steps") if isinstance(data, dict) else None
     if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise ValueError("message has no list of integer step ids under 'steps'")
+    # Step ids are positive BIGINTs: anything else names no step, and the database would refuse it outright.
+    if not all(0 < i < 2**63 for i in ids):
+        raise ValueError("message has a step id out of range (1 to 2^63-1)")
     return ids
 
 
@@ -91,7 +90,7 @@ class Dispatcher:
         self._broker = broker
         self._doorbell = doorbell
         self._pending: asyncio.Queue[tuple[Changes, float]] = asyncio.Queue()
-        self._published: asyncio.Queue[list[int]] = asyncio.Queue()
+        self._published: asyncio.Queue[list[Dispatch]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
@@ -128,12 +127,12 @@ class Dispatcher:
             for dispatch in changes.dispatches:
                 by_queue[dispatch.queue].append(dispatch)
             run_ids.update(str(event["run_id"]) for event in changes.events)
-        published: list[int] = []
+        published: list[Dispatch] = []
         for queue, dispatches in by_queue.items():
             unique = list({dispatch.step_id: dispatch for dispatch in dispatches}.values())
             messages = [_message(unique[i : i + STEPS_PER_MESSAGE]) for i in range(0, len(unique), STEPS_PER_MESSAGE)]
             await self._broker.publish(queue, messages)
-            published.extend(dispatch.step_id for dispatch in unique)
+            published.extend(unique)
         confirmed = time.perf_counter()
         for changes, committed in batch:
             for _ in changes.dispatches:
@@ -146,9 +145,9 @@ class Dispatcher:
         while True:
             batch = await next_batch(self._published, limit=1000)
             try:
-                await self._store.mark_published([step_id for ids in batch for step_id in ids])
+                await self._store.mark_published([dispatch for dispatches in batch for dispatch in dispatches])
             except Exception:  # noqa: BLE001 - unmarked steps are merely published again by the relay
-                log.exception("recording %d publishes failed", sum(len(ids) for ids in batch))
+                log.exception("recording %d publishes failed", sum(len(dispatches) for dispatches in batch))
             finally:
                 for _ in batch:
                     self._published.task_done()
@@ -203,6 +202,9 @@ class Engine:
         return workflow
 
     async def start_runs(self, requests: list[RunRequest], api_key_id: uuid.UUID | None) -> list[CreatedRun]:
+        """Creates the runs all together or none of them: an idempotency key reused for a different request
+        (`idempotency.py`) is refused before anything commits."""
+        idempotency.check_batch([(r.workflow, r.input, r.idempotency_key) for r in requests])
         workflows = {name: await self.latest_workflow(name) for name in {r.workflow for r in requests}}
         trace_context = tracing.inject_headers() or None
         new_runs = [
@@ -217,13 +219,7 @@ class Engine:
         ]
         created_by = asyncio.get_running_loop().create_future()
         self._creations.put_nowait((new_runs, created_by))
-        created = await created_by
-        for request, run in zip(requests, created, strict=True):
-            if request.idempotency_key and not run.created and run.workflow != request.workflow:
-                raise IdempotencyConflictError(
-                    f"Idempotency-Key {request.idempotency_key!r} was already used for a run of {run.workflow!r}"
-                )
-        return created
+        return await created_by
 
     async def _create_loop(self) -> None:
         """Group commit: the runs of every request waiting meanwhile are created in one transaction, so many
@@ -246,7 +242,10 @@ class Engine:
                     self._creations.task_done()
 
     async def _create(self, batch: list[tuple[list[NewRun], asyncio.Future]]) -> None:
-        created, changes = await self.store.create_runs([run for new_runs, _ in batch for run in new_runs])
+        grouped = [run for new_runs, _ in batch for run in new_runs]
+        created, changes = await self.store.create_runs(
+            grouped, lambda reuses: idempotency.check_reuses(grouped, reuses)
+        )
         self.dispatcher.submit(changes)
         metrics.RUNS_STARTED.inc(sum(run.created for run in created))
         offset = 0

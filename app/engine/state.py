@@ -34,6 +34,8 @@ class StepStatus(StrEnum):
 
 
 FINISHED_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+# Finished runs that a retry re-opens; a succeeded run never changes again.
+REOPENABLE_RUN = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 UNFINISHED_STEP = frozenset({StepStatus.WAITING, StepStatus.READY, StepStatus.RUNNING})
 
 
@@ -44,6 +46,8 @@ class Outcome:
     step_id: int
     succeeded: bool
     output: Any = None
+    # The attempt that ended: a worker's outcome is recorded only while it is still the step's attempt.
+    attempt: int = 0
     error: dict[str, Any] | None = None
     # False when retrying cannot help (permanent task error, dead-lettered message).
     retryable: bool = True

@@ -1,9 +1,11 @@
 """Tasks: plain Python functions registered by name, and the built-in ones.
 
 A task receives a `TaskContext` (the run's input, the step's input and the outputs of the steps it depends on) and
-returns a JSON-serialisable value. `async def` tasks run on the worker's event loop; plain `def` tasks run in a
-thread so they cannot stall it. Raising `PermanentTaskError` fails the step at once; any other exception is retried
-until the step's attempts run out.
+returns a JSON-serialisable value. `async def` tasks run on the worker's event loop; plain `def` tasks run on the
+worker's own bounded thread pool so they cannot stall it (not asyncio's default pool, which name resolution needs to
+reconnect). A `def` task's timeout counts from when its thread starts it; a timed-out `def` task's thread cannot be
+stopped: it runs on, holding a thread of the pool, until the function returns. Raising `PermanentTaskError` fails
+the step at once; any other exception is retried until the step's attempts run out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import importlib
 import inspect
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,14 +61,29 @@ class TaskRegistry:
     def names(self) -> list[str]:
         return sorted(self._tasks)
 
-    async def run(self, name: str, context: TaskContext) -> Any:
+    async def run(
+        self, name: str, context: TaskContext, timeout_s: float | None = None, threads: Executor | None = None
+    ) -> Any:
+        """Runs the task; TimeoutError when it runs longer than `timeout_s`, counted from when it starts: a `def`
+        task waiting for a free thread of `threads` is not yet running."""
         try:
             fn = self._tasks[name]
         except KeyError:
             raise UnknownTaskError(name) from None
         if inspect.iscoroutinefunction(fn):
-            return await fn(context)
-        return await asyncio.to_thread(fn, context)
+            async with asyncio.timeout(timeout_s):
+                return await fn(context)
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
+        def call() -> Any:
+            loop.call_soon_threadsafe(started.set)
+            return fn(context)
+
+        running = loop.run_in_executor(threads, call)
+        await started.wait()
+        async with asyncio.timeout(timeout_s):
+            return await running
 
     def load_modules(self, modules: list[str]) -> None:
         """Imports the modules named by APP_TASK_MODULES; their `@task` decorators register into this registry."""

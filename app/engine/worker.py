@@ -5,6 +5,13 @@ workers) and the dead-letter consumer.
 Batching is what makes it fast: whatever messages arrive while one claim (or one completion) is in flight are
 claimed (or completed) together in the next statement, so at light load nothing waits and at heavy load each
 database round trip serves many steps.
+
+Leases follow liveness. A worker that loses the database keeps running its steps, stops claiming new ones (it
+could not report them), and retries renewing its leases often; renewal is the first thing it does when the
+database is back, before recording outcomes or claiming. The relay requeues only leases expired by more than a
+grace, and only once its own database path has worked for a full renewal interval, so a live worker always gets to
+renew first. What is inherent: a worker cut off for longer than lease + grace cannot be told from a dead one; its
+steps run again elsewhere (at most once more per such outage), and its own late outcome is refused.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import os
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from app.adapters.broker import Broker, Delivery
-from app.adapters.payloads import PayloadError, PayloadStore
+from app.adapters.errors import is_outage
+from app.adapters.payloads import PayloadError, PayloadStore, storable_text
 from app.adapters.store import Changes, ClaimedStep, Store
 from app.engine.engine import TRACE_HEADER, Dispatcher, decode_message, next_batch
 from app.engine.state import Outcome
@@ -28,6 +37,10 @@ from app.observability import metrics, step_log_context, tracing
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+# How often a worker that lost the database tries to renew its leases (and so to get back to work).
+RECONNECT_S = 0.25
+# The error kind of a step whose outcome the database refused to store: it fails for good, never retried forever.
+UNRECORDABLE = "OutcomeNotRecordable"
 
 
 @dataclass
@@ -43,6 +56,8 @@ class WorkerSettings:
     prefetch: int
     lease_s: float
     relay_interval_s: float
+    lease_renew_s: float = 5.0
+    lease_grace_s: float = 15.0
 
 
 class Worker:
@@ -70,6 +85,12 @@ class Worker:
         self._running: dict[int, asyncio.Task] = {}
         self._loops: list[asyncio.Task] = []
         self._accepting = True
+        # Sync tasks get threads of their own, one per slot: asyncio's default pool also resolves host names.
+        self._threads = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="task")
+        # Set while the database answers; cleared on an outage until a lease renewal succeeds again.
+        self._database_ok = asyncio.Event()
+        self._database_ok.set()
+        self._database_ok_since = time.monotonic()
 
     async def start(self) -> None:
         self._loops = [
@@ -89,6 +110,18 @@ class Worker:
             await asyncio.sleep(0.05)
         for loop in self._loops:
             loop.cancel()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def _database_lost(self, error: BaseException) -> None:
+        if self._database_ok.is_set():
+            log.warning("lost the database (%s): running steps go on, no new ones are claimed", error)
+        self._database_ok.clear()
+
+    def _database_back(self) -> None:
+        if not self._database_ok.is_set():
+            log.info("the database is back; leases renewed")
+            self._database_ok_since = time.monotonic()
+        self._database_ok.set()
 
     @property
     def busy(self) -> int:
@@ -98,21 +131,56 @@ class Worker:
         try:
             step_ids = decode_message(delivery.body)
         except ValueError as error:
-            log.warning("rejecting a malformed message to the dead-letter queue: %s", error)
-            await delivery.reject()
+            await self._dead_letter(delivery, f"malformed message: {error}")
             return
         self._arrivals.put_nowait((delivery, step_ids))
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """A message no claim can serve: recorded as a dead letter with its reason (GET /v1/dead-letters), then
+        acked. Should the database refuse that too, the broker's dead-letter queue keeps it for the consumer."""
+        log.warning("dead-lettering a message: %s", reason)
+        try:
+            await self.store.record_dead_letter(
+                self.settings.queue, storable_text(reason), [], storable_text(delivery.body.decode(errors="replace"))
+            )
+        except Exception:  # noqa: BLE001 - the broker's dead-letter queue is the fallback
+            log.exception("recording a dead letter failed; rejecting it to the dead-letter queue")
+            await delivery.reject()
+            return
+        await delivery.ack()
 
     async def _claim_loop(self) -> None:
         while True:
             batch = await next_batch(self._arrivals, MAX_BATCH)
+            # A worker that cannot record outcomes takes no new work: it would run it blind.
+            await self._database_ok.wait()
             try:
                 await self._claim(batch)
-            except Exception:  # noqa: BLE001 - the messages stay unacked; the broker redelivers them
-                log.exception("claiming %d messages failed", len(batch))
-                await asyncio.sleep(0.5)
-                for delivery, step_ids in batch:
-                    self._arrivals.put_nowait((delivery, step_ids))
+            except Exception as error:  # noqa: BLE001 - an outage keeps the messages for later; poison is isolated
+                if not is_outage(error):
+                    await self._claim_apart(batch, error)
+                    continue
+                self._database_lost(error)
+                await asyncio.sleep(RECONNECT_S)
+                for message in batch:
+                    self._arrivals.put_nowait(message)
+
+    async def _claim_apart(self, batch: list[tuple[Delivery, list[int]]], error: Exception) -> None:
+        """A batch whose claim failed for a reason other than an outage: its messages are claimed one by one, so
+        a poison message (an id the database cannot take) is dead-lettered alone and the others run."""
+        if len(batch) == 1:
+            await self._dead_letter(batch[0][0], f"claiming its steps failed: {error!r}")
+            return
+        for index, message in enumerate(batch):
+            try:
+                await self._claim([message])
+            except Exception as own_error:  # noqa: BLE001 - see _claim_loop
+                if is_outage(own_error):
+                    self._database_lost(own_error)
+                    for rest in batch[index:]:
+                        self._arrivals.put_nowait(rest)
+                    return
+                await self._dead_letter(message[0], f"claiming its steps failed: {own_error!r}")
 
     async def _claim(self, batch: list[tuple[Delivery, list[int]]]) -> None:
         step_ids = list(dict.fromkeys(step_id for _, ids in batch for step_id in ids))
@@ -162,28 +230,31 @@ class Worker:
                 step_input=step.input,
                 upstream={name: await self.payloads.resolve(value) for name, value in step.upstream.items()},
             )
-            async with asyncio.timeout(step.timeout_s):
-                result = await self.tasks.run(step.task, context)
+            result = await self.tasks.run(step.task, context, step.timeout_s, self._threads)
             output = await self.payloads.offload(result, f"outputs/{step.run_id}/{step.name}")
-            return Outcome(step.id, True, output=output)
+            return Outcome(step.id, True, output=output, attempt=step.attempt)
         except TimeoutError:
-            return Outcome(step.id, False, error=_error("Timeout", f"the task ran longer than {step.timeout_s} s"))
+            error = _error("Timeout", f"the task ran longer than {step.timeout_s} s")
+            return Outcome(step.id, False, error=error, attempt=step.attempt)
         except (PermanentTaskError, PayloadError) as error:
-            return Outcome(step.id, False, error=_error(type(error).__name__, str(error)), retryable=False)
+            error = _error(type(error).__name__, str(error))
+            return Outcome(step.id, False, error=error, retryable=False, attempt=step.attempt)
+        except asyncio.CancelledError as error:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker itself is being stopped: not the task's doing
+            # The task raised CancelledError of its own (a cancelled inner future): a failed attempt like any other.
+            log.info("the step's attempt raised CancelledError")
+            error = _error("CancelledError", str(error) or "the task raised asyncio.CancelledError")
+            return Outcome(step.id, False, error=error, attempt=step.attempt)
         except Exception as error:  # noqa: BLE001 - any task failure is the step's outcome, not the worker's
             log.info("the step's attempt failed: %s", error)
-            return Outcome(step.id, False, error=_error(type(error).__name__, str(error)))
+            return Outcome(step.id, False, error=_error(type(error).__name__, str(error)), attempt=step.attempt)
 
     async def _complete_loop(self) -> None:
         while True:
             batch = await next_batch(self._outcomes, MAX_BATCH)
-            while True:
-                try:
-                    changes = await self.store.complete(batch, self.owner)
-                    break
-                except Exception:  # noqa: BLE001 - keep the outcomes and try again; the lease keeps the steps ours
-                    log.exception("recording %d outcomes failed; retrying", len(batch))
-                    await asyncio.sleep(0.5)
+            changes = await self._record(batch)
             self.dispatcher.submit(changes)
             for outcome in batch:
                 self._running.pop(outcome.step_id, None)
@@ -192,13 +263,52 @@ class Worker:
                     if not message.unfinished:
                         await message.delivery.ack()
 
+    async def _record(self, outcomes: list[Outcome]) -> Changes:
+        """Records outcomes, through any database outage (the leases keep the steps ours meanwhile). A batch the
+        database refuses for another reason is recorded one outcome at a time, and an outcome it cannot store at
+        all fails its step for good: nothing is retried forever, and no bad outcome holds up the others."""
+        while True:
+            await self._database_ok.wait()  # after an outage, the leases are renewed first
+            try:
+                return await self.store.complete(outcomes, self.owner)
+            except Exception as error:  # noqa: BLE001 - classified: outage or refused
+                if is_outage(error):
+                    self._database_lost(error)
+                    continue
+                if len(outcomes) > 1:
+                    log.warning("recording %d outcomes failed (%r); recording them one by one", len(outcomes), error)
+                    changes = Changes()
+                    for outcome in outcomes:
+                        changes.merge(await self._record([outcome]))
+                    return changes
+                outcome = outcomes[0]
+                if outcome.error and outcome.error.get("type") == UNRECORDABLE:
+                    log.error(
+                        "not even the failure of step %d can be recorded (%r); its lease will lapse and "
+                        "it is requeued until its attempts run out",
+                        outcome.step_id,
+                        error,
+                    )
+                    return Changes()
+                log.warning("the outcome of step %d cannot be stored (%r): the step fails", outcome.step_id, error)
+                message = f"the step's outcome could not be stored: {error!r}"
+                outcomes = [
+                    replace(outcome, succeeded=False, output=None, error=_error(UNRECORDABLE, message), retryable=False)
+                ]
+
     async def _lease_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.lease_s / 3)
+            # A worker without its database tries often, so renewing is the first thing it does once it is back.
+            await asyncio.sleep(self.settings.lease_renew_s if self._database_ok.is_set() else RECONNECT_S)
             try:
-                await self.store.renew_leases(self.owner, list(self._running), self.settings.lease_s)
-            except Exception:  # noqa: BLE001 - a missed renewal is retried at the next tick
-                log.exception("renewing leases failed")
+                await asyncio.wait_for(
+                    self.store.renew_leases(self.owner, list(self._running), self.settings.lease_s),
+                    self.settings.lease_renew_s,
+                )
+            except Exception as error:  # noqa: BLE001 - retried at the next tick
+                self._database_lost(error)
+                continue
+            self._database_back()
 
     async def _relay_loop(self) -> None:
         while True:
@@ -209,14 +319,19 @@ class Worker:
                 log.exception("relay pass failed")
 
     async def relay_once(self) -> None:
-        """Republishes ready steps nobody confirmed, and requeues steps whose worker stopped renewing its lease."""
+        """Republishes ready steps that are due (unpublished, past their backoff, or unclaimed too long), and
+        requeues steps whose worker stopped renewing its lease. A relay whose own database path was down
+        requeues nothing until it has worked for a full renewal interval: live workers renew first."""
         due = await self.store.take_due_dispatches(limit=5000)
         if due:
             self.dispatcher.submit(Changes(dispatches=due))
-        expired = await self.store.expired_leases(limit=5000)
+        if not self._database_ok.is_set() or time.monotonic() - self._database_ok_since < self.settings.lease_renew_s:
+            return
+        grace_s = self.settings.lease_grace_s
+        expired = await self.store.expired_leases(limit=5000, grace_s=grace_s)
         if expired:
             log.warning("requeueing %d steps whose worker was lost", len(expired))
-            self.dispatcher.submit(await self.store.requeue_lost(expired))
+            self.dispatcher.submit(await self.store.requeue_lost(expired, grace_s))
         metrics.QUEUE_DEPTH.labels(self.settings.queue).set(await self.broker.depth(self.settings.queue))
 
     async def _on_dead_letter(self, delivery: Delivery) -> None:
@@ -228,7 +343,10 @@ class Worker:
         metrics.DEAD_LETTERS.labels(self.settings.queue).inc()
         try:
             changes = await self.store.record_dead_letter(
-                self.settings.queue, reason, step_ids, delivery.body.decode(errors="replace")
+                self.settings.queue,
+                storable_text(reason),
+                step_ids,
+                storable_text(delivery.body.decode(errors="replace")),
             )
         except Exception:  # noqa: BLE001 - leave it in the dead-letter queue for the next try
             log.exception("recording a dead letter failed")
@@ -238,4 +356,5 @@ class Worker:
 
 
 def _error(kind: str, message: str) -> dict[str, str]:
-    return {"type": kind, "message": message[:2000]}
+    """An attempt's error as stored: text the database cannot hold is cleaned as outputs are checked."""
+    return {"type": storable_text(kind), "message": storable_text(message[:2000])}

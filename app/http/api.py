@@ -7,7 +7,7 @@ import base64
 import time
 import uuid
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket, WebSocketDisconnect
@@ -25,8 +25,9 @@ from app.adapters.errors import is_outage
 from app.adapters.payloads import PayloadTooLargeError
 from app.adapters.store import ApiKey
 from app.engine.definitions import DefinitionError
-from app.engine.engine import IdempotencyConflictError, RunRequest, UnknownWorkflowError
-from app.engine.state import FINISHED_RUN, RunStatus
+from app.engine.engine import RunRequest, UnknownWorkflowError
+from app.engine.idempotency import ConflictingKeysInBatchError, IdempotencyKeyReusedError
+from app.engine.state import FINISHED_RUN, REOPENABLE_RUN, RunStatus
 from app.http import schemas
 from app.observability import metrics
 from app.runtime import Platform, generate_api_key
@@ -35,6 +36,8 @@ ROLE_RANK = {"read": 0, "submit": 1, "admin": 2}
 # Bounds of the database's integer columns: a larger number in a request is a 422, never a database error.
 INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1
 WorkflowName = Annotated[str, FastApiPath(pattern=schemas.NAME_PATTERN)]
+# The events stream looks for new events this often on its own: a doorbell ring is a hint that can be lost.
+EVENTS_POLL_S = 5
 
 
 class ApiError(Exception):
@@ -55,7 +58,8 @@ def _responses(*statuses: int) -> dict[int, dict[str, Any]]:
         404: "No such resource.",
         409: "The request conflicts with the resource's state.",
         413: "The request body is larger than the limit.",
-        422: "The request is well-formed but invalid; the message names the problem.",
+        422: "The request is well-formed but invalid; the message names the problem (e.g. the field, or an "
+        "Idempotency-Key already used for a different workflow or input).",
         429: "Too many requests for this API key; retry after the Retry-After header's seconds.",
         503: "A dependency (database, cache) is unreachable; retry after the Retry-After header's seconds.",
     }
@@ -247,15 +251,11 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         responses={503: {"model": schemas.ErrorOut, "description": "A dependency is unreachable."}},
     )
     async def readyz():
-        checks = {"database": platform.store.ping(), "broker": platform.broker.ping(), "cache": platform.redis.ping()}
-        failed = []
-        for name, check in checks.items():
-            try:
-                await asyncio.wait_for(check, timeout=2)
-            except Exception as error:  # noqa: BLE001 - any failure means not ready
-                failed.append(f"{name}: {error or type(error).__name__}")
+        failed = await platform.unready_dependencies()
         if failed:
-            return _error_response(503, "not_ready", "; ".join(failed))
+            return _error_response(
+                503, "not_ready", "not ready: " + ", ".join(failed) + " unreachable", headers={"Retry-After": "1"}
+            )
         return {"status": "ready"}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
@@ -308,7 +308,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         response_model=schemas.RunCreated,
         responses={
             200: {"model": schemas.RunCreated, "description": "The Idempotency-Key returned an existing run."},
-            **_responses(*AUTHENTICATED, 404, 409, *WITH_BODY),
+            **_responses(*AUTHENTICATED, 404, *WITH_BODY),
         },
         summary="Start a run of the workflow's latest version",
     )
@@ -328,7 +328,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         tags=["runs"],
         status_code=201,
         response_model=schemas.BatchRunsOut,
-        responses=_responses(*AUTHENTICATED, 404, 409, *WITH_BODY),
+        responses=_responses(*AUTHENTICATED, 404, *WITH_BODY),
         summary="Start many runs in one request (all or none)",
     )
     async def start_runs(body: schemas.BatchRunsIn, key: ApiKey = submitter):
@@ -337,7 +337,10 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
                 422, "batch_too_large", f"{len(body.runs)} runs; a batch holds at most {settings.max_batch_runs}"
             )
         created = await _start(
-            platform, [RunRequest(item.workflow, item.input, item.idempotency_key) for item in body.runs], key
+            platform,
+            [RunRequest(item.workflow, item.input, item.idempotency_key) for item in body.runs],
+            key,
+            batch=True,
         )
         return schemas.BatchRunsOut(
             runs=[schemas.RunCreated(id=r.id, workflow=r.workflow, status=r.status, created=r.created) for r in created]
@@ -488,7 +491,9 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         after: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
         token: Annotated[str | None, Query(max_length=200)] = None,
     ):
-        """Every event of the run in order: first those recorded, then live ones; closes once the run finishes."""
+        """Every event of the run in order: first those recorded, then live ones. Closes (1000) after
+        `run.succeeded`; after `run.failed` or `run.cancelled` it stays open `APP_EVENTS_LINGER_S`, so that a retry,
+        which re-opens the run, streams on."""
         # Accept first so a refusal can carry its reason: close codes 4401, 4403, 4404 and 4429 mirror HTTP's.
         await websocket.accept()
         authorization = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
@@ -500,45 +505,79 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         if await platform.store.run_statuses([run_id]) == {}:
             await websocket.close(code=4404, reason=f"no run {run_id}")
             return
-        delivered = after
-        rings = platform.doorbell.listen(str(run_id))
-        try:
-            await anext(rings)  # subscribed: anything committed from here on rings
-            while True:
-                for event in await platform.store.events_after(run_id, delivered):
-                    await websocket.send_json(
-                        {
-                            "seq": event.seq,
-                            "type": event.type,
-                            "step": event.step,
-                            "data": event.data,
-                            "created_at": event.created_at.isoformat(),
-                        }
-                    )
-                    delivered = event.seq
-                    if event.type.startswith("run.") and event.type.split(".", 1)[1] in FINISHED_RUN:
-                        await websocket.close(code=1000)
-                        return
-                try:
-                    # The ring is a hint; a periodic look keeps a lost ring from stalling the stream.
-                    await asyncio.wait_for(anext(rings), timeout=5)
-                except TimeoutError:
-                    pass
-        except WebSocketDisconnect:
-            return
-        finally:
-            await rings.aclose()
+        await _stream_events(websocket, platform, run_id, after)
 
     return app
 
 
-async def _start(platform: Platform, requests: list[RunRequest], key: ApiKey):
+async def _stream_events(websocket: WebSocket, platform: Platform, run_id: uuid.UUID, delivered: int) -> None:
+    """Sends the run's events after `delivered` as they are recorded, until the run has finished for good, the
+    client goes away, or a failed or cancelled run stays so for the linger time. Quiet periods keep the stream
+    open: the server's WebSocket pings keep the connection alive meanwhile."""
+    loop = asyncio.get_running_loop()
+    rings = platform.doorbell.listen(str(run_id))
+    client_gone = asyncio.ensure_future(_until_disconnect(websocket))
+    next_ring: asyncio.Future | None = None
+    finished_at: float | None = None  # when the run last became failed or cancelled
+    try:
+        await anext(rings)  # subscribed: anything committed from here on rings
+        while True:
+            for event in await platform.store.events_after(run_id, delivered):
+                await websocket.send_json(
+                    {
+                        "seq": event.seq,
+                        "type": event.type,
+                        "step": event.step,
+                        "data": event.data,
+                        "created_at": event.created_at.isoformat(),
+                    }
+                )
+                delivered = event.seq
+                status = event.type.removeprefix("run.") if event.type.startswith("run.") else None
+                if status in FINISHED_RUN and status not in REOPENABLE_RUN:
+                    await websocket.close(code=1000)
+                    return
+                if status is not None:
+                    finished_at = loop.time() if status in REOPENABLE_RUN else None
+            wait_s = EVENTS_POLL_S
+            if finished_at is not None:
+                wait_s = min(wait_s, finished_at + platform.settings.events_linger_s - loop.time())
+                if wait_s <= 0:
+                    await websocket.close(code=1000)
+                    return
+            # One ring is awaited across polls: cancelling it on a timeout would end the generator.
+            next_ring = next_ring or asyncio.ensure_future(anext(rings))
+            done, _ = await asyncio.wait({next_ring, client_gone}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            if client_gone in done:
+                return
+            if next_ring in done:
+                next_ring = None
+    except WebSocketDisconnect:
+        return
+    finally:
+        pending = [task for task in (next_ring, client_gone) if task is not None]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await rings.aclose()
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    """Returns when the client closes (whatever it sends before is ignored)."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _start(platform: Platform, requests: list[RunRequest], key: ApiKey, *, batch: bool = False):
     try:
         return await platform.engine.start_runs(requests, key.id)
     except UnknownWorkflowError as error:
         raise ApiError(404, "not_found", f"no workflow {error.args[0]!r}") from None
-    except IdempotencyConflictError as error:
-        raise ApiError(409, "idempotency_conflict", str(error)) from None
+    except IdempotencyKeyReusedError as error:
+        field = f"body.runs.{error.index}.idempotency_key" if batch else "header.idempotency-key"
+        raise ApiError(422, "idempotency_key_reused", f"{field}: {error}") from None
+    except ConflictingKeysInBatchError as error:
+        raise ApiError(422, "idempotency_key_reused", str(error)) from None
     except PayloadTooLargeError as error:
         raise ApiError(413, "input_too_large", str(error)) from None
 
@@ -578,6 +617,13 @@ def _encode_cursor(created_at: datetime, run_id: uuid.UUID) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         created_at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(run_id)
+        after = datetime.fromisoformat(created_at), uuid.UUID(run_id)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+    try:
+        # The database compares in UTC: a time that leaves the calendar's range there (0001-01-01T00:00+05:00)
+        # is well-formed but can match nothing.
+        after[0].astimezone(UTC)
+    except OverflowError:
+        raise ApiError(422, "invalid_request", "query.cursor: its time is out of range in UTC") from None
+    return after

@@ -8,24 +8,54 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.adapters.payloads import contains_nul
+from app.adapters.payloads import storable_text
 from app.engine.definitions import StepSpec, WorkflowSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 Role = Literal["admin", "submit", "read"]
+# Limits of a JSON value the platform stores and passes to tasks: objects and arrays nested at most this deep
+# (the JSON encoder stops at 255; 64 is far beyond any real input), integers within signed 64 bits.
+MAX_JSON_DEPTH = 64
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _storable(value: Any) -> Any:
-    if contains_nul(value):
-        raise ValueError("text must not contain the NUL character (\\u0000)")
+    problem = _unstorable(value, "", 1)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-# What the database stores as given: no text in it may hold NUL, which PostgreSQL rejects.
+def _unstorable(value: Any, path: str, depth: int) -> str | None:
+    """What in a JSON value cannot be stored, and where (a path such as `order.lines[2]`); None if nothing."""
+    where = f"'{path if len(path) <= 200 else '...' + path[-200:]}'" if path else "the top level"
+    if isinstance(value, str):
+        return None if storable_text(value) == value else f"text at {where} holds the NUL character or a lone surrogate"
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        return f"the integer at {where} is outside the signed 64-bit range"
+    if isinstance(value, dict | list) and depth > MAX_JSON_DEPTH:
+        return f"objects and arrays are nested deeper than {MAX_JSON_DEPTH} levels at {where}"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if storable_text(key) != key:
+                return f"a key at {where} holds the NUL character or a lone surrogate"
+            if problem := _unstorable(item, f"{path}.{key}" if path else str(key), depth + 1):
+                return problem
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if problem := _unstorable(item, f"{path}[{index}]", depth + 1):
+                return problem
+    return None
+
+
+# What the database stores as given: text PostgreSQL accepts, integers and nesting the JSON encoding holds.
 StorableObject = Annotated[
     dict[str, Any],
     AfterValidator(_storable),
-    Field(description="Any JSON object; no text in it, keys included, may contain the NUL character (U+0000)."),
+    Field(
+        description="Any JSON object; no text in it, keys included, may contain the NUL character (U+0000) or a "
+        f"lone surrogate; integers within signed 64 bits; objects and arrays nested at most {MAX_JSON_DEPTH} deep."
+    ),
 ]
 StorableText = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 

@@ -59,6 +59,7 @@ def make_settings(database_url: str, **overrides) -> Settings:
         "worker_queue": f"test.{uuid.uuid4().hex[:12]}",
         "worker_concurrency": 64,
         "lease_s": 2,
+        "lease_grace_s": 0.5,
         "republish_after_s": 1,
         "relay_interval_s": 0.2,
         "retry_base_s": 0.05,
@@ -86,11 +87,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_process(role: str, settings: Settings, stdout=None) -> tuple[subprocess.Popen, int]:
+def start_process(
+    role: str, settings: Settings, stdout=None, metrics_port: int | None = None
+) -> tuple[subprocess.Popen, int]:
     """`python -m app <role>` as the container runs it, configured from `settings`; returns it and its HTTP port
-    (the API's port, or the worker's health and metrics port)."""
+    (the API's port, or the worker's health and metrics port). The API's liveness thread listens on
+    `metrics_port` (a free port of its own when not given)."""
     port = free_port()
-    env = {**os.environ, "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "APP_METRICS_PORT": str(port)}
+    metrics_port = metrics_port or (free_port() if role == "api" else port)
+    env = {**os.environ, "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "APP_METRICS_PORT": str(metrics_port)}
     for name, value in settings.model_dump(exclude={"host", "port", "metrics_port"}).items():
         env[f"APP_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
     process = subprocess.Popen([sys.executable, "-m", "app", role], cwd=ROOT, env=env, stdout=stdout, text=True)

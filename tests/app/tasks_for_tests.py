@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from app.engine.tasks import TaskContext, task
@@ -50,3 +51,30 @@ async def nul_text(context: TaskContext) -> dict:
 async def log_line(context: TaskContext) -> dict:
     logging.getLogger("orders").info("charging order %s", context.run_input.get("order"))
     return {}
+
+
+@task("test.raise_unstorable")
+async def raise_unstorable(context: TaskContext) -> dict:
+    """Fails with an error text PostgreSQL cannot store: a NUL (as in a 404 body) or a lone surrogate."""
+    text = {"nul": "not found\x00\x00", "surrogate": "bad \udc80 byte"}[context.step_input["text"]]
+    raise RuntimeError(text)
+
+
+@task("test.cancelled_once")
+async def cancelled_once(context: TaskContext) -> dict:
+    """Raises CancelledError on its first attempt, as a task awaiting a future someone else cancelled does."""
+    if context.attempt == 1:
+        raise asyncio.CancelledError("an inner future was cancelled")
+    return {"attempt": context.attempt}
+
+
+@task("test.sync_sleep")
+def sync_sleep(context: TaskContext) -> dict:
+    """A plain `def` task that blocks its thread, writing when it starts and ends."""
+    journal = Path(context.step_input["journal"])
+    with journal.open("a") as file:
+        file.write(f"start {context.run_id} {context.attempt}\n")
+    time.sleep(float(context.step_input.get("seconds", 0)))
+    with journal.open("a") as file:
+        file.write(f"done {context.run_id} {context.attempt}\n")
+    return {"slept": context.step_input.get("seconds", 0)}

@@ -2,6 +2,7 @@
 in the one error shape."""
 
 import asyncio
+import base64
 import uuid
 
 import httpx
@@ -128,6 +129,57 @@ async def test_numbers_beyond_what_the_database_holds_are_rejected(api):
     assert_error(response, 422, "invalid_request", "version")
 
 
+def nested(levels: int) -> dict:
+    """An object nested `levels` deep: {"a": {"a": ... {} }}."""
+    value: dict = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 10**30])
+async def test_integers_beyond_64_bits_are_rejected_naming_the_field(api, number):
+    step = {"name": "only", "task": "builtin.noop", "input": {"limit": number}}
+    registration = await api.post("/v1/workflows", json={"name": "orders", "steps": [step]})
+    assert_error(registration, 422, "invalid_request", "body.steps.0.input", "'limit'", "64-bit")
+    await register(api, "orders", NOOP)
+    single = await api.post("/v1/workflows/orders/runs", json={"input": {"order": {"total": number}}})
+    assert_error(single, 422, "invalid_request", "body.input", "'order.total'", "64-bit")
+    batch = await api.post("/v1/runs:batch", json={"runs": [{"workflow": "orders", "input": {"ids": [1, number]}}]})
+    assert_error(batch, 422, "invalid_request", "body.runs.0.input", "'ids[1]'", "64-bit")
+    assert (await api.get("/v1/runs")).json()["runs"] == []
+
+
+async def test_integers_at_the_64_bit_bounds_are_stored(api):
+    await register(api, "orders", NOOP)
+    bounds = {"low": -(2**63), "high": 2**63 - 1}
+    run = await start(api, "orders", bounds)
+    assert (await api.get(f"/v1/runs/{run['id']}")).json()["input"] == bounds
+
+
+async def test_input_nested_deeper_than_64_levels_is_rejected_naming_the_field(api):
+    step = {"name": "only", "task": "builtin.noop", "input": nested(300)}
+    registration = await api.post("/v1/workflows", json={"name": "orders", "steps": [step]})
+    assert_error(registration, 422, "invalid_request", "body.steps.0.input", "deeper than 64 levels")
+    await register(api, "orders", NOOP)
+    single = await api.post("/v1/workflows/orders/runs", json={"input": nested(300)})
+    assert_error(single, 422, "invalid_request", "body.input", "deeper than 64 levels")
+    batch = await api.post("/v1/runs:batch", json={"runs": [{"workflow": "orders", "input": nested(65)}]})
+    assert_error(batch, 422, "invalid_request", "body.runs.0.input", "deeper than 64 levels")
+    assert (await api.get("/v1/runs")).json()["runs"] == []
+
+
+async def test_input_nested_64_levels_is_stored(api):
+    await register(api, "orders", NOOP)
+    run = await start(api, "orders", nested(64))
+    assert (await api.get(f"/v1/runs/{run['id']}")).json()["input"] == nested(64)
+
+
+async def test_a_cursor_whose_time_is_out_of_range_in_utc_is_rejected_naming_it(api):
+    cursor = base64.urlsafe_b64encode(f"0001-01-01T00:00:00+05:00|{uuid.uuid4()}".encode()).decode()
+    assert_error(await api.get("/v1/runs", params={"cursor": cursor}), 422, "invalid_request", "cursor")
+
+
 def client_of(platform: Platform, key: str = "some-key") -> httpx.AsyncClient:
     """A client that gets the answer a real server sends for an unhandled error, instead of the exception."""
     transport = httpx.ASGITransport(app=create_app(platform, manage_lifecycle=False), raise_app_exceptions=False)
@@ -222,12 +274,72 @@ async def test_an_empty_idempotency_key_is_rejected(api):
     assert_error(response, 422, "invalid_request", "idempotency-key")
 
 
-async def test_reusing_an_idempotency_key_for_another_workflow_conflicts(api):
+async def test_reusing_an_idempotency_key_for_another_workflow_is_refused_naming_the_key(api):
     await register(api, "orders", NOOP)
     await register(api, "invoices", NOOP)
     await start(api, "orders", **{"Idempotency-Key": "k1"})
     response = await api.post("/v1/workflows/invoices/runs", json={}, headers={"Idempotency-Key": "k1"})
-    assert_error(response, 409, "idempotency_conflict", "orders")
+    assert_error(response, 422, "idempotency_key_reused", "'k1'", "orders", "idempotency-key")
+    assert len((await api.get("/v1/runs")).json()["runs"]) == 1
+
+
+async def test_reusing_an_idempotency_key_with_another_input_is_refused_naming_the_key(api):
+    await register(api, "orders", NOOP)
+    await start(api, "orders", {"order": 1}, **{"Idempotency-Key": "k1"})
+    response = await api.post(
+        "/v1/workflows/orders/runs", json={"input": {"order": 2}}, headers={"Idempotency-Key": "k1"}
+    )
+    assert_error(response, 422, "idempotency_key_reused", "'k1'")
+    assert len((await api.get("/v1/runs")).json()["runs"]) == 1
+
+
+async def test_the_same_key_with_the_same_input_in_a_batch_returns_the_first_run(api):
+    await register(api, "orders", NOOP)
+    first = await start(api, "orders", {"order": 1, "lines": [1, 2]}, **{"Idempotency-Key": "k1"})
+    response = await api.post(
+        "/v1/runs:batch",
+        json={"runs": [{"workflow": "orders", "input": {"lines": [1, 2], "order": 1}, "idempotency_key": "k1"}]},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["runs"] == [{"id": first["id"], "workflow": "orders", "status": "queued", "created": False}]
+
+
+async def test_a_batch_with_a_key_used_before_for_another_input_starts_none_of_its_runs(api):
+    await register(api, "orders", NOOP)
+    first = await start(api, "orders", {"order": 1}, **{"Idempotency-Key": "k1"})
+    runs = [
+        {"workflow": "orders", "input": {"order": 2}},
+        {"workflow": "orders", "input": {"order": 3}, "idempotency_key": "k2"},
+        {"workflow": "orders", "input": {"order": 4}, "idempotency_key": "k1"},
+    ]
+    response = await api.post("/v1/runs:batch", json={"runs": runs})
+    assert_error(response, 422, "idempotency_key_reused", "'k1'", "body.runs.2.idempotency_key")
+    assert [run["id"] for run in (await api.get("/v1/runs")).json()["runs"]] == [first["id"]]
+
+
+async def test_one_key_for_two_workflows_in_one_batch_is_refused_naming_the_items(api):
+    await register(api, "orders", NOOP)
+    await register(api, "invoices", NOOP)
+    runs = [
+        {"workflow": "orders", "idempotency_key": "k1"},
+        {"workflow": "orders"},
+        {"workflow": "invoices", "idempotency_key": "k1"},
+    ]
+    response = await api.post("/v1/runs:batch", json={"runs": runs})
+    assert_error(response, 422, "idempotency_key_reused", "runs[0], runs[2]", "'k1'")
+    assert (await api.get("/v1/runs")).json()["runs"] == []
+
+
+async def test_a_reused_key_fails_only_its_own_request_among_concurrent_ones(api):
+    """Concurrent requests share one transaction (group commit): the one refused must not take the others along."""
+    await register(api, "orders", NOOP)
+    await start(api, "orders", {"order": 0}, **{"Idempotency-Key": "taken"})
+    requests = [api.post("/v1/workflows/orders/runs", json={"input": {"order": n}}) for n in range(1, 20)]
+    reused = api.post("/v1/workflows/orders/runs", json={"input": {"order": 99}}, headers={"Idempotency-Key": "taken"})
+    *answers, refused = await asyncio.gather(*requests, reused)
+    assert [answer.status_code for answer in answers] == [201] * 19
+    assert_error(refused, 422, "idempotency_key_reused", "'taken'")
+    assert len((await api.get("/v1/runs")).json()["runs"]) == 20
 
 
 async def test_a_batch_over_the_limit_is_rejected(api, settings):
@@ -318,7 +430,7 @@ async def test_readiness_fails_naming_an_unreachable_dependency(settings):
 async def test_the_openapi_document_lists_every_error_status(api):
     document = (await api.get("/openapi.json")).json()
     start_run = document["paths"]["/v1/workflows/{name}/runs"]["post"]["responses"]
-    assert {"200", "201", "401", "403", "404", "409", "413", "422", "429"} <= set(start_run)
+    assert {"200", "201", "401", "403", "404", "413", "422", "429"} <= set(start_run)
     assert start_run["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
 
 

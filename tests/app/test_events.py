@@ -8,6 +8,7 @@ import pytest_asyncio
 import uvicorn
 import websockets
 
+from app.http import api as api_module
 from app.http.api import create_app
 from tests.app.conftest import register, start
 
@@ -112,3 +113,40 @@ async def test_watching_an_unknown_run_is_refused(server, api):
         ) as socket:
             await socket.recv()
     assert refused.value.rcvd.code == 4404
+
+
+async def test_a_quiet_stream_stays_open_until_the_run_ends(server, api, monkeypatch):
+    # The stream looks for events on its own every EVENTS_POLL_S; a step quiet for several of those must not end it.
+    monkeypatch.setattr(api_module, "EVENTS_POLL_S", 0.2)
+    await register(api, "slow", [{"name": "only", "task": "builtin.sleep", "input": {"seconds": 1.5}}])
+    run_id = (await start(api, "slow"))["id"]
+    key = api.headers["Authorization"].split()[1]
+    events = await asyncio.wait_for(collect(f"{server}/v1/runs/{run_id}/events", key), timeout=15)
+    assert [event["type"] for event in events][-1] == "run.succeeded"
+
+
+async def test_the_stream_of_a_failed_run_follows_its_retry_to_success(server, api):
+    await register(api, "flaky", [{"name": "only", "task": "builtin.fail", "input": {"times": 1}}])
+    run_id = (await start(api, "flaky"))["id"]
+    key = api.headers["Authorization"].split()[1]
+    url = f"{server}/v1/runs/{run_id}/events"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as socket:
+        seen = []
+        while not seen or seen[-1] != "run.failed":
+            seen.append(json.loads(await asyncio.wait_for(socket.recv(), timeout=15))["type"])
+        assert (await api.post(f"/v1/runs/{run_id}/retry")).status_code == 200
+        seen += [json.loads(message)["type"] async for message in socket]
+        assert socket.close_code == 1000
+    assert seen[seen.index("run.failed") + 1] == "run.retried"
+    assert seen[-1] == "run.succeeded"
+
+
+async def test_the_stream_of_a_failed_run_closes_once_it_stays_failed_for_the_linger_time(
+    server, api, platform, monkeypatch
+):
+    monkeypatch.setattr(platform.settings, "events_linger_s", 0.5)
+    await register(api, "broken", [{"name": "only", "task": "builtin.fail"}])
+    run_id = (await start(api, "broken"))["id"]
+    key = api.headers["Authorization"].split()[1]
+    events = await asyncio.wait_for(collect(f"{server}/v1/runs/{run_id}/events", key), timeout=15)
+    assert events[-1]["type"] == "run.failed"
