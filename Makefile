@@ -14,11 +14,14 @@ $(VENV)/.installed: requirements.txt app/requirements.txt
 
 LINT := --line-length 120 --target-version py311
 
-## Every test: lint; the Pulumi program under mocks with offline schema validation; the app against real
-## PostgreSQL, RabbitMQ and Redis on localhost (started from Debian packages when they are not running).
+## Every test: lint; the fast unit tier, which needs no service; the Pulumi program under mocks with offline schema
+## validation; the app against real PostgreSQL, RabbitMQ and Redis on localhost (started from Debian packages when
+## they are not running).
 test: venv
 	$(PYTHON) -m ruff check $(LINT) --select E,F,W,I,B,UP .
 	$(PYTHON) -m ruff format --check $(LINT) .
+	# Before any service is started: the unit tier needs none.
+	$(PYTHON) -m pytest -ra tests/unit
 	bash tests/ensure-services.sh
 	# Separate processes: Pulumi's mock runtime and the app tests' event loops must not share one interpreter.
 	$(PYTHON) -m pytest -ra tests/infra
@@ -26,11 +29,11 @@ test: venv
 
 ## Write what a stack creates as manifests: make manifests STACK=prod (into manifests/prod/).
 manifests: venv
-	$(PYTHON) -m tests.infra.render $(STACK) manifests/$(STACK)
+	$(PYTHON) -m tools.render $(STACK) manifests/$(STACK)
 
 ## Regenerate the README's configuration reference from Pulumi.yaml and the stack files.
 config-reference: venv
-	$(PYTHON) -m tests.infra.reference
+	$(PYTHON) -m tools.config_reference
 
 ## Run the whole platform locally on embedded defaults.
 dev: venv

@@ -1,20 +1,24 @@
 """The workflow platform: one stack per environment, composed from five components.
 
-Everything a stack differs in comes from its Pulumi.<stack>.yaml, read and validated by components.config.
+Everything a stack differs in comes from its Pulumi.<stack>.yaml, read and validated by components.config. The
+components never import each other: what one needs of another is handed over here, through its args.
 """
 
 import pulumi
 
 from components import config
 from components.app_tier import AppTier, AppTierArgs
-from components.data_plane import Connections, DataPlane, DataPlaneArgs
+from components.data_plane import DataPlane, DataPlaneArgs
 from components.edge_ingress import Backend, EdgeIngress, EdgeIngressArgs
+from components.interfaces import Connections
 from components.network import PlatformNamespaces, platform_flows
 from components.observability import Observability, ObservabilityArgs, otlp_endpoint
 from components.worker_pool import WorkerPool, WorkerPoolArgs
 
 stack = config.load()
 namespaces = PlatformNamespaces()
+# Every connection the platform makes: each component renders the policies of the namespaces it creates from it.
+flows = tuple(platform_flows(namespaces, stack.workers.egress_cidrs))
 
 data = DataPlane(
     "data",
@@ -27,6 +31,8 @@ data = DataPlane(
         install_cloudnative_pg=stack.installs("cloudnative-pg"),
         cloudnative_pg_namespace=namespaces.cloudnative_pg,
         install_rabbitmq_operator=stack.installs("rabbitmq-cluster-operator"),
+        rabbitmq_operator_namespace=namespaces.rabbitmq_operator,
+        flows=flows,
     ),
 )
 
@@ -44,6 +50,7 @@ app = AppTier(
         broker_ready=data.broker_ready,
         install_metrics_server=stack.installs("metrics-server"),
         metrics_server_namespace=namespaces.metrics_server,
+        flows=flows,
     ),
 )
 
@@ -51,7 +58,6 @@ workers = WorkerPool(
     "workers",
     WorkerPoolArgs(
         namespace=app.namespace,
-        namespace_name=namespaces.app,
         workers=stack.workers,
         image_ref=app.image_ref,
         runtime_env=app.runtime_env,
@@ -60,6 +66,7 @@ workers = WorkerPool(
         amqp_url_key=Connections.AMQP_URL_KEY,
         install_keda=stack.installs("keda"),
         keda_namespace=namespaces.keda,
+        flows=flows,
         ready=[*app.schema_ready, *data.broker_ready],
     ),
 )
@@ -72,6 +79,7 @@ observability = Observability(
         storage_class=stack.storage_class,
         install_prometheus_stack=stack.installs("kube-prometheus-stack"),
         scrape_targets=(*app.scrape_targets, *workers.scrape_targets, *data.scrape_targets),
+        flows=flows,
     ),
 )
 
@@ -80,23 +88,12 @@ edge = EdgeIngress(
     EdgeIngressArgs(
         namespace=namespaces.edge,
         edge=stack.edge,
-        backend=Backend(
-            namespace=app.namespace,
-            namespace_name=namespaces.app,
-            service=app.service_name,
-            port=app.service_port,
-        ),
+        backend=Backend(namespace=app.namespace, service=app.service_name, port=app.service_port),
         install_cert_manager=stack.installs("cert-manager"),
         cert_manager_namespace=namespaces.cert_manager,
         install_envoy_gateway=stack.installs("envoy-gateway"),
         envoy_gateway_namespace=namespaces.envoy_gateway,
-        flows=tuple(platform_flows(namespaces, stack.workers.egress_cidrs)),
-        platform_namespaces={
-            **app.namespaces,
-            **data.namespaces,
-            **workers.namespaces,
-            **observability.namespaces,
-        },
+        flows=flows,
     ),
 )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 import yaml
 
-from components.config import AlertReceivers
+from components.alert_receivers import AlertReceivers
 
 CONFIG_FILE = "alertmanager.yaml"
 NULL_RECEIVER = "null"

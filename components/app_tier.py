@@ -10,26 +10,24 @@ import pulumi_docker_build as docker_build
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.charts import METRICS_SERVER, install_chart
+from components.charts import METRICS_SERVER
 from components.config import ApiConfig, EngineTimings, ImageConfig, Resources
-from components.data_plane import Connections
+from components.interfaces import Connections, ScrapeTarget
 from components.labels import labels, selector_labels
-from components.observability import ScrapeTarget
+from components.namespaces import install_addon, platform_namespace
+from components.network import Flow
+from components.ports import API_PORT, METRICS_SERVER_PORT
 from components.workload import (
     HttpProbes,
     SecretFile,
     container,
     database_pool_env,
     deployment,
-    namespace,
     pod_template,
     service_account,
 )
 
-API_PORT = 8000
 API_LIVENESS_PORT = 9100
-# metrics-server's secure port (its chart's `containerPort`), which the API server calls for metrics.k8s.io.
-METRICS_SERVER_PORT = 10250
 # How long one migrations pod keeps retrying its database connection (APP_MIGRATE_CONNECT_TIMEOUT_S), and the time
 # left for the migrations themselves; the Job allows every attempt both, and Pulumi waits for the Job a little longer.
 MIGRATE_CONNECT_SECONDS = 300
@@ -55,6 +53,8 @@ class AppTierArgs:
     # metrics-server serves the metrics API the API's HorizontalPodAutoscaler reads (add-on `metrics-server`).
     install_metrics_server: bool
     metrics_server_namespace: str
+    # The platform's flow table: the namespaces created here get their NetworkPolicies from it.
+    flows: Sequence[Flow]
 
 
 class AppTier(pulumi.ComponentResource):
@@ -62,38 +62,12 @@ class AppTier(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AppTierArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("workflow-platform:index:AppTier", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-
-        self.namespace = namespace(
-            args.namespace, pod_security="restricted", labels=labels("app"), opts=child
-        ).metadata.name
-        self.image_ref = self._image(args.image, args.build_context, child)
-        self.namespaces: dict[str, pulumi.Output[str]] = {args.namespace: self.namespace}
-        metrics_api: list[pulumi.Resource] = []
-        if args.install_metrics_server:
-            metrics_ns = namespace(
-                args.metrics_server_namespace, pod_security="restricted", labels=labels("metrics-server"), opts=child
-            )
-            self.namespaces[args.metrics_server_namespace] = metrics_ns.metadata.name
-            metrics_api.append(install_chart(METRICS_SERVER, metrics_ns.metadata.name, METRICS_SERVER_VALUES, child))
-
-        connection_secret = k8s.core.v1.Secret(
-            "connections",
-            metadata={"name": "workflow-connections", "namespace": self.namespace, "labels": labels("app")},
-            string_data=args.connections.secret_data(),
-            opts=child,
+        self.namespace = platform_namespace(
+            args.namespace, pod_security="restricted", component="app", flows=args.flows, parent=self
         )
-        bootstrap_key = random.RandomPassword("bootstrap-api-key", length=48, special=False, opts=child)
-        bootstrap_secret = k8s.core.v1.Secret(
-            "bootstrap-api-key",
-            metadata={"name": "workflow-bootstrap-api-key", "namespace": self.namespace, "labels": labels("api")},
-            string_data={"api-key": bootstrap_key.result},
-            opts=child,
-        )
-        self.connection_secret_name = connection_secret.metadata.name
-        self.bootstrap_key_secret_name = bootstrap_secret.metadata.name
-        # Every role reads the connection URLs as files of the Secret (CKV_K8S_35: no secret in an env var).
-        self.connection_files = args.connections.files(self.connection_secret_name)
+        self.image_ref = self._image(args.image, args.build_context, pulumi.ResourceOptions(parent=self))
+        metrics_api = self._metrics_server(args)
+        self._secrets(args.connections)
         self.runtime_env = [
             {"name": "APP_LOG_FORMAT", "value": "json"},
             {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": args.otlp_endpoint},
@@ -101,7 +75,9 @@ class AppTier(pulumi.ComponentResource):
             *args.engine.env(),
         ]
 
-        api_account = service_account("workflow-api", self.namespace, labels("api"), child)
+        api_account = service_account(
+            "workflow-api", self.namespace, labels("api"), pulumi.ResourceOptions(parent=self)
+        )
         migrations = self._migrations(
             api_account.metadata.name,
             args.api.resources,
@@ -113,8 +89,66 @@ class AppTier(pulumi.ComponentResource):
         )
         # What must have finished before anything reads the schema: the workers wait for it too.
         self.schema_ready: list[pulumi.Resource] = [migrations]
+        # The API only rolls out once the schema it expects is in place and the broker it publishes to is up.
+        api = self._api(
+            args.api,
+            api_account.metadata.name,
+            pulumi.ResourceOptions(parent=self, depends_on=[migrations, *args.broker_ready]),
+        )
+        self.service_name = self._service()
+        self.service_port = API_PORT
+        self.scrape_targets = (ScrapeTarget("workflow-api", args.namespace, selector_labels("api"), "http", API_PORT),)
+        # Without the metrics API the autoscaler reads nothing and never scales.
+        self._autoscaler(args.api, api, pulumi.ResourceOptions(parent=self, depends_on=metrics_api))
 
-        api = deployment(
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "image_ref": self.image_ref,
+                "service_name": self.service_name,
+                "connection_secret_name": self.connection_secret_name,
+                "bootstrap_key_secret_name": self.bootstrap_key_secret_name,
+            }
+        )
+
+    def _metrics_server(self, args: AppTierArgs) -> list[pulumi.Resource]:
+        """metrics-server, when the stack installs it: what the autoscaler waits for."""
+        if not args.install_metrics_server:
+            return []
+        metrics_server = install_addon(
+            METRICS_SERVER,
+            namespace=args.metrics_server_namespace,
+            component="metrics-server",
+            flows=args.flows,
+            parent=self,
+            values=METRICS_SERVER_VALUES,
+        )
+        return [metrics_server.installer]
+
+    def _secrets(self, connections: Connections) -> None:
+        """The connection URLs and a generated bootstrap API key, as Secrets every role reads as files."""
+        connection_secret = k8s.core.v1.Secret(
+            "connections",
+            metadata={"name": "workflow-connections", "namespace": self.namespace, "labels": labels("app")},
+            string_data=connections.secret_data(),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        bootstrap_key = random.RandomPassword(
+            "bootstrap-api-key", length=48, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        bootstrap_secret = k8s.core.v1.Secret(
+            "bootstrap-api-key",
+            metadata={"name": "workflow-bootstrap-api-key", "namespace": self.namespace, "labels": labels("api")},
+            string_data={"api-key": bootstrap_key.result},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.connection_secret_name = connection_secret.metadata.name
+        self.bootstrap_key_secret_name = bootstrap_secret.metadata.name
+        # Every role reads the connection URLs as files of the Secret (CKV_K8S_35: no secret in an env var).
+        self.connection_files = connections.files(self.connection_secret_name)
+
+    def _api(self, api: ApiConfig, account: pulumi.Input[str], opts: pulumi.ResourceOptions) -> k8s.apps.v1.Deployment:
+        return deployment(
             "workflow-api",
             namespace=self.namespace,
             labels=labels("api"),
@@ -122,7 +156,7 @@ class AppTier(pulumi.ComponentResource):
             template=pod_template(
                 labels=labels("api"),
                 selector=selector_labels("api"),
-                service_account=api_account.metadata.name,
+                service_account=account,
                 secret_files=[
                     *self.connection_files,
                     SecretFile("APP_BOOTSTRAP_API_KEY", self.bootstrap_key_secret_name, "api-key"),
@@ -132,7 +166,7 @@ class AppTier(pulumi.ComponentResource):
                         name="api",
                         image=self.image_ref,
                         args=["api"],
-                        resources=args.api.resources,
+                        resources=api.resources,
                         # Liveness is served off the request loop, so a saturated API is not killed as hung.
                         probes=HttpProbes(port="http", liveness_port="liveness"),
                         ports={"http": API_PORT, "liveness": API_LIVENESS_PORT},
@@ -140,17 +174,17 @@ class AppTier(pulumi.ComponentResource):
                             *self.runtime_env,
                             {"name": "APP_PORT", "value": str(API_PORT)},
                             {"name": "APP_METRICS_PORT", "value": str(API_LIVENESS_PORT)},
-                            *database_pool_env(args.api.database_connections),
+                            *database_pool_env(api.database_connections),
                             {"name": "OTEL_SERVICE_NAME", "value": "workflow-api"},
                         ],
                     )
                 ],
             ),
-            # The API only rolls out once the schema it expects is in place and the broker it publishes to is up.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[migrations, *args.broker_ready]),
+            opts=opts,
         )
 
-        service = k8s.core.v1.Service(
+    def _service(self) -> pulumi.Output[str]:
+        return k8s.core.v1.Service(
             "workflow-api",
             metadata={"name": "workflow-api", "namespace": self.namespace, "labels": labels("api")},
             spec={
@@ -158,22 +192,20 @@ class AppTier(pulumi.ComponentResource):
                 "selector": selector_labels("api"),
                 "ports": [{"name": "http", "port": API_PORT, "targetPort": "http", "protocol": "TCP"}],
             },
-            opts=child,
-        )
-        self.service_name = service.metadata.name
-        self.service_port = API_PORT
-        self.scrape_targets = (ScrapeTarget("workflow-api", args.namespace, selector_labels("api"), "http", API_PORT),)
+            opts=pulumi.ResourceOptions(parent=self),
+        ).metadata.name
 
+    def _autoscaler(self, api: ApiConfig, target: k8s.apps.v1.Deployment, opts: pulumi.ResourceOptions) -> None:
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
             "workflow-api",
             metadata={"name": "workflow-api", "namespace": self.namespace, "labels": labels("api")},
             spec={
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": api.metadata.name},
-                "minReplicas": args.api.replicas.min,
-                "maxReplicas": args.api.replicas.max,
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.metadata.name},
+                "minReplicas": api.replicas.min,
+                "maxReplicas": api.replicas.max,
                 "metrics": [
-                    _utilisation("cpu", args.api.scale_cpu_percent),
-                    _utilisation("memory", args.api.scale_memory_percent),
+                    _utilisation("cpu", api.scale_cpu_percent),
+                    _utilisation("memory", api.scale_memory_percent),
                 ],
                 "behavior": {
                     # Bursts of run submissions arrive within seconds: double (or add 4 pods) every 15 s, at once.
@@ -191,18 +223,7 @@ class AppTier(pulumi.ComponentResource):
                     },
                 },
             },
-            # Without the metrics API the autoscaler reads nothing and never scales.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=metrics_api),
-        )
-
-        self.register_outputs(
-            {
-                "namespace": self.namespace,
-                "image_ref": self.image_ref,
-                "service_name": self.service_name,
-                "connection_secret_name": self.connection_secret_name,
-                "bootstrap_key_secret_name": self.bootstrap_key_secret_name,
-            }
+            opts=opts,
         )
 
     def _image(self, image: ImageConfig, build_context: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:

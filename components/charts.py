@@ -28,6 +28,15 @@ class HelmChart:
         return self.repository if self.repository.startswith("oci://") else self.name
 
 
+@dataclass(frozen=True)
+class ReleaseManifest:
+    """A project's own release manifest, installed whole; it creates the namespace it runs in."""
+
+    name: str
+    url: str
+    namespace: str
+
+
 # v3.Release: the chart's startupapicheck is a post-install hook that proves the webhook answers before issuers apply.
 CERT_MANAGER = HelmChart("cert-manager", "https://charts.jetstack.io", "v1.21.1", keeps_hooks=True)
 # v3.Release: the chart generates its control-plane certificates in a pre-install hook Job (certgen).
@@ -37,11 +46,11 @@ KEDA = HelmChart("keda", "https://kedacore.github.io/charts", "2.20.2", keeps_ho
 # v4.Chart: no hooks; the operator, its webhooks and CRDs show in previews.
 CLOUDNATIVE_PG = HelmChart("cloudnative-pg", "https://cloudnative-pg.github.io/charts", "0.29.0", keeps_hooks=False)
 # The RabbitMQ team publishes no Helm chart (only Bitnami does): the operator's own release manifest, pinned.
-RABBITMQ_CLUSTER_OPERATOR_MANIFEST = (
-    "https://github.com/rabbitmq/cluster-operator/releases/download/v2.22.3/cluster-operator.yml"
+RABBITMQ_CLUSTER_OPERATOR = ReleaseManifest(
+    "rabbitmq-cluster-operator",
+    "https://github.com/rabbitmq/cluster-operator/releases/download/v2.22.3/cluster-operator.yml",
+    namespace="rabbitmq-system",
 )
-# The namespace that manifest creates and runs the operator in.
-RABBITMQ_CLUSTER_OPERATOR_NAMESPACE = "rabbitmq-system"
 # v3.Release: the admission webhook's certificates are created and patched by pre/post-install hook Jobs.
 KUBE_PROMETHEUS_STACK = HelmChart(
     "kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "88.5.0", keeps_hooks=True

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.charts import (
-    CLOUDNATIVE_PG,
-    RABBITMQ_CLUSTER_OPERATOR_MANIFEST,
-    RABBITMQ_CLUSTER_OPERATOR_NAMESPACE,
-    VALKEY,
-    install_chart,
-)
+from components.charts import CLOUDNATIVE_PG, RABBITMQ_CLUSTER_OPERATOR, VALKEY, install_chart
 from components.config import PostgresConfig, StatefulServiceConfig, byte_count
+from components.interfaces import Connections, ScrapeTarget
 from components.labels import labels
-from components.observability import ScrapeTarget
-from components.workload import SecretFile, namespace
+from components.namespaces import install_addon, platform_namespace
+from components.network import Flow
+from components.ports import (
+    AMQP_PORT,
+    POSTGRES_METRICS_PORT,
+    POSTGRES_PORT,
+    RABBITMQ_METRICS_PORT,
+    VALKEY_METRICS_PORT,
+    VALKEY_PORT,
+)
 
 POSTGRES_CLUSTER = "workflow-postgres"
 RABBITMQ_CLUSTER = "workflow-rabbitmq"
@@ -27,38 +31,9 @@ VALKEY_RELEASE = "workflow-valkey"
 DATABASE = "workflow"
 APP_USER = "workflow"
 
-# Ports the app and the scrapers reach; the network policies are derived from these.
-POSTGRES_PORT = 5432
-AMQP_PORT = 5672
-VALKEY_PORT = 6379
-POSTGRES_METRICS_PORT = 9187
-RABBITMQ_METRICS_PORT = 15692
-VALKEY_METRICS_PORT = 9121
-POSTGRES_STATUS_PORT = 8000
-RABBITMQ_MANAGEMENT_PORT = 15672
-
 # Pulumi's annotation for readiness of a custom resource, which it otherwise takes as ready once created.
 WAIT_FOR = "pulumi.com/waitFor"
 READY_TIMEOUT = "30m"
-
-
-@dataclass(frozen=True)
-class Connections:
-    """Connection URLs of the data services (Pulumi secrets), and how the app receives them: as files of a Secret."""
-
-    database_url: pulumi.Output[str]
-    amqp_url: pulumi.Output[str]
-    redis_url: pulumi.Output[str]
-
-    # Setting of the container contract -> key in the connection Secret, and the name of its file.
-    SETTING_KEYS = {"APP_DATABASE_URL": "database-url", "APP_AMQP_URL": "amqp-url", "APP_REDIS_URL": "redis-url"}
-    AMQP_URL_KEY = "amqp-url"
-
-    def secret_data(self) -> dict[str, pulumi.Output[str]]:
-        return {"database-url": self.database_url, "amqp-url": self.amqp_url, "redis-url": self.redis_url}
-
-    def files(self, secret_name: pulumi.Input[str]) -> list[SecretFile]:
-        return [SecretFile(variable, secret_name, key) for variable, key in self.SETTING_KEYS.items()]
 
 
 @dataclass(frozen=True)
@@ -71,97 +46,73 @@ class DataPlaneArgs:
     install_cloudnative_pg: bool
     cloudnative_pg_namespace: str
     install_rabbitmq_operator: bool
+    rabbitmq_operator_namespace: str
+    # The platform's flow table: the namespaces created here get their NetworkPolicies from it.
+    flows: Sequence[Flow]
 
 
 class DataPlane(pulumi.ComponentResource):
     def __init__(self, name: str, args: DataPlaneArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("workflow-platform:index:DataPlane", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-
-        data_ns = namespace(args.namespace, pod_security="restricted", labels=labels("data"), opts=child)
-        self.namespace = data_ns.metadata.name
-        # Namespaces this component created, by name; the edge's network policies cover each.
-        self.namespaces: dict[str, pulumi.Output[str]] = {args.namespace: self.namespace}
-
-        operators: dict[str, list[pulumi.Resource]] = {"postgres": [], "rabbitmq": []}
-        if args.install_cloudnative_pg:
-            cnpg_ns = namespace(
-                args.cloudnative_pg_namespace, pod_security="restricted", labels=labels("postgres-operator"), opts=child
-            )
-            self.namespaces[args.cloudnative_pg_namespace] = cnpg_ns.metadata.name
-            operators["postgres"].append(
-                install_chart(CLOUDNATIVE_PG, cnpg_ns.metadata.name, CLOUDNATIVE_PG_VALUES, child)
-            )
-        if args.install_rabbitmq_operator:
-            # v2.ConfigFile renders every object of the manifest, its own namespace included, into previews.
-            operator = k8s.yaml.v2.ConfigFile(
-                "rabbitmq-cluster-operator", file=RABBITMQ_CLUSTER_OPERATOR_MANIFEST, opts=child
-            )
-            operators["rabbitmq"].append(operator)
-            self.namespaces[RABBITMQ_CLUSTER_OPERATOR_NAMESPACE] = operator.resources.apply(
-                lambda _: RABBITMQ_CLUSTER_OPERATOR_NAMESPACE
-            )
+        self.namespace = platform_namespace(
+            args.namespace, pod_security="restricted", component="data", flows=args.flows, parent=self
+        )
+        postgres_operator, rabbitmq_operator = self._operators(args)
 
         postgres_password = self._password("postgres")
         # What depends on these waits until the operator reports the service Ready, not merely accepted.
         self.postgres_ready: list[pulumi.Resource] = [
-            self._postgres(args, postgres_password, _until_ready(operators["postgres"], parent=self))
+            self._postgres(args, postgres_password, _until_ready(postgres_operator, parent=self))
         ]
         rabbitmq_password = self._password("rabbitmq")
         self.broker_ready: list[pulumi.Resource] = [
-            self._rabbitmq(args, rabbitmq_password, _until_ready(operators["rabbitmq"], parent=self))
+            self._rabbitmq(args, rabbitmq_password, _until_ready(rabbitmq_operator, parent=self))
         ]
         valkey_password = self._password("valkey")
-        self._valkey(args, valkey_password, self._password("valkey-replication"), child)
+        self._valkey(args, valkey_password, self._password("valkey-replication"), pulumi.ResourceOptions(parent=self))
 
         self.connections = Connections(
-            database_url=pulumi.Output.secret(
-                pulumi.Output.format(
-                    "postgresql://{0}:{1}@{2}:{3}/{4}",
-                    APP_USER,
-                    postgres_password,
-                    self._host(f"{POSTGRES_CLUSTER}-rw"),
-                    POSTGRES_PORT,
-                    DATABASE,
-                )
+            database_url=_secret_url(
+                "postgresql://{0}:{1}@{2}:{3}/{4}",
+                APP_USER,
+                postgres_password,
+                self._host(f"{POSTGRES_CLUSTER}-rw"),
+                POSTGRES_PORT,
+                DATABASE,
             ),
-            amqp_url=pulumi.Output.secret(
-                pulumi.Output.format(
-                    "amqp://{0}:{1}@{2}:{3}/%2F", APP_USER, rabbitmq_password, self._host(RABBITMQ_CLUSTER), AMQP_PORT
-                )
+            amqp_url=_secret_url(
+                "amqp://{0}:{1}@{2}:{3}/%2F", APP_USER, rabbitmq_password, self._host(RABBITMQ_CLUSTER), AMQP_PORT
             ),
-            redis_url=pulumi.Output.secret(
-                pulumi.Output.format(
-                    "redis://default:{0}@{1}:{2}/0", valkey_password, self._host(VALKEY_RELEASE), VALKEY_PORT
-                )
+            redis_url=_secret_url(
+                "redis://default:{0}@{1}:{2}/0", valkey_password, self._host(VALKEY_RELEASE), VALKEY_PORT
             ),
         )
-        self.scrape_targets = (
-            ScrapeTarget(
-                "postgres",
-                args.namespace,
-                {"cnpg.io/cluster": POSTGRES_CLUSTER},
-                "metrics",
-                POSTGRES_METRICS_PORT,
-                via_service=False,
-            ),
-            ScrapeTarget(
-                "rabbitmq",
-                args.namespace,
-                {"app.kubernetes.io/name": RABBITMQ_CLUSTER},
-                "prometheus",
-                RABBITMQ_METRICS_PORT,
-            ),
-            ScrapeTarget(
-                "valkey",
-                args.namespace,
-                {"app.kubernetes.io/instance": VALKEY_RELEASE},
-                "metrics",
-                VALKEY_METRICS_PORT,
-                via_service=False,
-            ),
-        )
+        self.scrape_targets = _scrape_targets(args.namespace)
         self.register_outputs({"namespace": self.namespace})
+
+    def _operators(self, args: DataPlaneArgs) -> tuple[list[pulumi.Resource], list[pulumi.Resource]]:
+        """The PostgreSQL and RabbitMQ operators the stack installs, each as the list its clusters wait for."""
+        postgres, rabbitmq = [], []
+        if args.install_cloudnative_pg:
+            cloudnative_pg = install_addon(
+                CLOUDNATIVE_PG,
+                namespace=args.cloudnative_pg_namespace,
+                component="postgres-operator",
+                flows=args.flows,
+                parent=self,
+                values=CLOUDNATIVE_PG_VALUES,
+            )
+            postgres.append(cloudnative_pg.installer)
+        if args.install_rabbitmq_operator:
+            rabbitmq_operator = install_addon(
+                RABBITMQ_CLUSTER_OPERATOR,
+                namespace=args.rabbitmq_operator_namespace,
+                component="rabbitmq-operator",
+                flows=args.flows,
+                parent=self,
+            )
+            rabbitmq.append(rabbitmq_operator.installer)
+        return postgres, rabbitmq
 
     def _host(self, service: str) -> pulumi.Output[str]:
         return pulumi.Output.concat(service, ".", self.namespace, ".svc.cluster.local")
@@ -291,6 +242,10 @@ class DataPlane(pulumi.ComponentResource):
         )
 
 
+def _secret_url(template: str, *parts: pulumi.Input) -> pulumi.Output[str]:
+    return pulumi.Output.secret(pulumi.Output.format(template, *parts))
+
+
 def _until_ready(operator: list[pulumi.Resource], parent: pulumi.Resource) -> pulumi.ResourceOptions:
     """After the operator that serves the kind; waited on for up to READY_TIMEOUT, as a first cluster provisions
     volumes and pulls images on each node in turn."""
@@ -298,6 +253,34 @@ def _until_ready(operator: list[pulumi.Resource], parent: pulumi.Resource) -> pu
         parent=parent,
         depends_on=operator,
         custom_timeouts=pulumi.CustomTimeouts(create=READY_TIMEOUT, update=READY_TIMEOUT),
+    )
+
+
+def _scrape_targets(namespace: str) -> tuple[ScrapeTarget, ...]:
+    return (
+        ScrapeTarget(
+            "postgres",
+            namespace,
+            {"cnpg.io/cluster": POSTGRES_CLUSTER},
+            "metrics",
+            POSTGRES_METRICS_PORT,
+            via_service=False,
+        ),
+        ScrapeTarget(
+            "rabbitmq",
+            namespace,
+            {"app.kubernetes.io/name": RABBITMQ_CLUSTER},
+            "prometheus",
+            RABBITMQ_METRICS_PORT,
+        ),
+        ScrapeTarget(
+            "valkey",
+            namespace,
+            {"app.kubernetes.io/instance": VALKEY_RELEASE},
+            "metrics",
+            VALKEY_METRICS_PORT,
+            via_service=False,
+        ),
     )
 
 

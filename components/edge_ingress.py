@@ -1,9 +1,9 @@
-"""EdgeIngress: the Gateway API entry (Envoy Gateway) with HTTPS from cert-manager, per-client rate limits, request
-size limits, and the NetworkPolicies of every namespace of the platform."""
+"""EdgeIngress: the Gateway API entry (Envoy Gateway) with HTTPS from cert-manager, per-client rate limits and
+request size limits."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -12,10 +12,11 @@ import pulumi_random as random
 
 from components.charts import CERT_MANAGER, ENVOY_GATEWAY, VALKEY, install_chart
 from components.config import EdgeConfig
-from components.data_plane import VALKEY_PORT
 from components.labels import labels
-from components.network import RATE_LIMIT_STORE, Flow, render_policies
-from components.workload import CONTAINER_SECURITY_CONTEXT, SECCOMP_RUNTIME_DEFAULT, namespace
+from components.namespaces import install_addon, platform_namespace
+from components.network import RATE_LIMIT_STORE, Flow
+from components.ports import VALKEY_PORT
+from components.workload import CONTAINER_SECURITY_CONTEXT, SECCOMP_RUNTIME_DEFAULT
 
 GATEWAY_NAME = "workflow"
 ENVOY_PROXY_NAME = "workflow-edge"
@@ -32,10 +33,9 @@ SHUTDOWN_MANAGER_TMP = "shutdown-manager-tmp"
 
 @dataclass(frozen=True)
 class Backend:
-    """The Service the Gateway routes to."""
+    """The Service the Gateway routes to, in the namespace it was created in."""
 
     namespace: pulumi.Input[str]
-    namespace_name: str
     service: pulumi.Input[str]
     port: int
 
@@ -49,76 +49,103 @@ class EdgeIngressArgs:
     cert_manager_namespace: str
     install_envoy_gateway: bool
     envoy_gateway_namespace: str
-    flows: tuple[Flow, ...]
-    # Every namespace the other components created, by name: each gets default-deny and its flows.
-    platform_namespaces: Mapping[str, pulumi.Output[str]]
+    # The platform's flow table: the namespaces created here get their NetworkPolicies from it.
+    flows: Sequence[Flow]
 
 
 class EdgeIngress(pulumi.ComponentResource):
     def __init__(self, name: str, args: EdgeIngressArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("workflow-platform:index:EdgeIngress", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        edge = args.edge
-
         # Both proxy containers take the EnvoyProxy's hardened securityContext, and cert-manager's HTTP-01 solver
         # pods are hardened too: nothing here needs more than `restricted`.
-        edge_ns = namespace(args.namespace, pod_security="restricted", labels=labels("edge"), opts=child)
-        self.namespace = edge_ns.metadata.name
-        namespaces = {**args.platform_namespaces, args.namespace: self.namespace}
+        self.namespace = platform_namespace(
+            args.namespace, pod_security="restricted", component="edge", flows=args.flows, parent=self
+        )
+        # The edge's own objects are of the kinds the controllers define.
+        after_controllers = pulumi.ResourceOptions(parent=self, depends_on=self._controllers(args))
+        gateway = self._gateway(args.edge, after_controllers)
+        self._routes(args, after_controllers)
+        self._traffic_policies(args.edge, after_controllers)
 
+        self.api_url = f"https://{args.edge.api_host}"
+        self.ws_url = f"wss://{args.edge.ws_host}"
+        self.gateway_name = gateway.metadata["name"]
+        self.register_outputs({"api_url": self.api_url, "ws_url": self.ws_url, "gateway_name": self.gateway_name})
+
+    def _controllers(self, args: EdgeIngressArgs) -> list[pulumi.Resource]:
+        """Envoy Gateway (with its GatewayClass and the rate limit's store) and cert-manager, where the stack installs
+        them."""
         controllers: list[pulumi.Resource] = []
         # Envoy Gateway's chart installs the Gateway API CRDs, which cert-manager (config.gatewayAPI) needs to start.
         gateway_api_crds: list[pulumi.Resource] = []
         if args.install_envoy_gateway:
-            eg_ns = namespace(
-                args.envoy_gateway_namespace, pod_security="restricted", labels=labels("envoy-gateway"), opts=child
+            envoy_gateway = install_addon(
+                ENVOY_GATEWAY,
+                namespace=args.envoy_gateway_namespace,
+                component="envoy-gateway",
+                flows=args.flows,
+                parent=self,
+                values=envoy_gateway_values(args.envoy_gateway_namespace),
             )
-            namespaces[args.envoy_gateway_namespace] = eg_ns.metadata.name
-            envoy_gateway = install_chart(
-                ENVOY_GATEWAY, eg_ns.metadata.name, envoy_gateway_values(args.envoy_gateway_namespace), child
-            )
-            controllers += [envoy_gateway, self._rate_limit_store(eg_ns.metadata.name)]
-            gateway_api_crds.append(envoy_gateway)
+            controllers += [envoy_gateway.installer, self._rate_limit_store(envoy_gateway.namespace)]
+            gateway_api_crds.append(envoy_gateway.installer)
             k8s.apiextensions.CustomResource(
                 "gateway-class",
                 api_version="gateway.networking.k8s.io/v1",
                 kind="GatewayClass",
-                metadata={"name": edge.gateway_class_name, "labels": labels("edge")},
+                metadata={"name": args.edge.gateway_class_name, "labels": labels("edge")},
                 spec={"controllerName": ENVOY_GATEWAY_CONTROLLER},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[envoy_gateway]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[envoy_gateway.installer]),
             )
         if args.install_cert_manager:
-            cm_ns = namespace(
-                args.cert_manager_namespace, pod_security="restricted", labels=labels("cert-manager"), opts=child
+            cert_manager = install_addon(
+                CERT_MANAGER,
+                namespace=args.cert_manager_namespace,
+                component="cert-manager",
+                flows=args.flows,
+                parent=self,
+                values=CERT_MANAGER_VALUES,
+                depends_on=gateway_api_crds,
             )
-            namespaces[args.cert_manager_namespace] = cm_ns.metadata.name
-            controllers.append(
-                install_chart(
-                    CERT_MANAGER,
-                    cm_ns.metadata.name,
-                    CERT_MANAGER_VALUES,
-                    pulumi.ResourceOptions(parent=self, depends_on=gateway_api_crds),
-                )
-            )
-        after_controllers = pulumi.ResourceOptions(parent=self, depends_on=controllers)
+            controllers.append(cert_manager.installer)
+        return controllers
 
-        def custom(resource: str, api_version: str, kind: str, spec: dict, *, namespace=self.namespace, **metadata):
-            return k8s.apiextensions.CustomResource(
-                resource,
-                api_version=api_version,
-                kind=kind,
-                metadata={"name": resource, "namespace": namespace, "labels": labels("edge"), **metadata},
-                spec=spec,
-                opts=after_controllers,
-            )
+    def _custom(
+        self,
+        resource: str,
+        api_version: str,
+        kind: str,
+        spec: dict,
+        opts: pulumi.ResourceOptions,
+        *,
+        namespace: pulumi.Input[str] | None = None,
+        **metadata,
+    ) -> k8s.apiextensions.CustomResource:
+        """One of the edge's objects, named `resource`, in the edge namespace unless `namespace` says otherwise."""
+        return k8s.apiextensions.CustomResource(
+            resource,
+            api_version=api_version,
+            kind=kind,
+            metadata={
+                "name": resource,
+                "namespace": namespace if namespace is not None else self.namespace,
+                "labels": labels("edge"),
+                **metadata,
+            },
+            spec=spec,
+            opts=opts,
+        )
 
-        custom(
+    def _gateway(self, edge: EdgeConfig, opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+        """The Gateway with its hardened proxies (EnvoyProxy) and the Let's Encrypt issuer of its certificates."""
+        self._custom(
             ENVOY_PROXY_NAME,
             "gateway.envoyproxy.io/v1alpha1",
             "EnvoyProxy",
             envoy_proxy_spec(edge.proxy_replicas),
+            opts,
         )
-        custom(
+        self._custom(
             edge.tls_issuer,
             "cert-manager.io/v1",
             "Issuer",
@@ -138,8 +165,9 @@ class EdgeIngress(pulumi.ComponentResource):
                     ],
                 }
             },
+            opts,
         )
-        gateway = custom(
+        return self._custom(
             GATEWAY_NAME,
             "gateway.networking.k8s.io/v1",
             "Gateway",
@@ -156,11 +184,16 @@ class EdgeIngress(pulumi.ComponentResource):
                     ),
                 ],
             },
+            opts,
             # cert-manager issues one certificate per HTTPS listener, from the listener's hostname.
             annotations={"cert-manager.io/issuer": edge.tls_issuer},
         )
 
-        custom(
+    def _routes(self, args: EdgeIngressArgs, opts: pulumi.ResourceOptions) -> None:
+        """HTTP redirected to HTTPS; the API and WebSocket hosts routed to the API's Service, which a ReferenceGrant in
+        its namespace lets these routes reach."""
+        edge, backend = args.edge, args.backend
+        self._custom(
             "https-redirect",
             "gateway.networking.k8s.io/v1",
             "HTTPRoute",
@@ -175,18 +208,15 @@ class EdgeIngress(pulumi.ComponentResource):
                     }
                 ],
             },
+            opts,
         )
-        backend_ref = {
-            "name": args.backend.service,
-            "namespace": args.backend.namespace_name,
-            "port": args.backend.port,
-        }
+        backend_ref = {"name": backend.service, "namespace": backend.namespace, "port": backend.port}
         # Run event streams are long-lived WebSockets: their route has no request timeout.
         for route, host, timeouts in (
             ("api", edge.api_host, {}),
             ("ws", edge.ws_host, {"timeouts": {"request": "0s"}}),
         ):
-            custom(
+            self._custom(
                 route,
                 "gateway.networking.k8s.io/v1",
                 "HTTPRoute",
@@ -201,9 +231,25 @@ class EdgeIngress(pulumi.ComponentResource):
                         }
                     ],
                 },
+                opts,
             )
+        # The API's Service lives in the app namespace: routes from here may reach it, and nothing else may.
+        self._custom(
+            "edge-routes",
+            "gateway.networking.k8s.io/v1",
+            "ReferenceGrant",
+            {
+                "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": args.namespace}],
+                "to": [{"group": "", "kind": "Service", "name": backend.service}],
+            },
+            opts,
+            namespace=backend.namespace,
+        )
+
+    def _traffic_policies(self, edge: EdgeConfig, opts: pulumi.ResourceOptions) -> None:
+        """The per-client rate limit on both routes, the API's request body limit, and the clients' TLS and timeouts."""
         # The API answers requests; its body size is capped by buffering, which WebSockets cannot go through.
-        custom(
+        self._custom(
             "api",
             "gateway.envoyproxy.io/v1alpha1",
             "BackendTrafficPolicy",
@@ -212,17 +258,16 @@ class EdgeIngress(pulumi.ComponentResource):
                 "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
                 "requestBuffer": {"limit": edge.max_request_body_size},
             },
+            opts,
         )
-        custom(
+        self._custom(
             "ws",
             "gateway.envoyproxy.io/v1alpha1",
             "BackendTrafficPolicy",
-            {
-                **_route_target("ws"),
-                "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
-            },
+            {**_route_target("ws"), "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client)},
+            opts,
         )
-        custom(
+        self._custom(
             GATEWAY_NAME,
             "gateway.envoyproxy.io/v1alpha1",
             "ClientTrafficPolicy",
@@ -232,25 +277,8 @@ class EdgeIngress(pulumi.ComponentResource):
                 "headers": {"withUnderscoresAction": "RejectRequest"},
                 "timeout": {"http": {"requestReceivedTimeout": "30s", "idleTimeout": "300s"}},
             },
+            opts,
         )
-        # The API's Service lives in the app namespace: routes from here may reach it, and nothing else may.
-        custom(
-            "edge-routes",
-            "gateway.networking.k8s.io/v1",
-            "ReferenceGrant",
-            {
-                "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": args.namespace}],
-                "to": [{"group": "", "kind": "Service", "name": args.backend.service}],
-            },
-            namespace=args.backend.namespace,
-        )
-
-        render_policies(list(args.flows), namespaces, child)
-
-        self.api_url = f"https://{edge.api_host}"
-        self.ws_url = f"wss://{edge.ws_host}"
-        self.gateway_name = gateway.metadata["name"]
-        self.register_outputs({"api_url": self.api_url, "ws_url": self.ws_url, "gateway_name": self.gateway_name})
 
     def _rate_limit_store(self, namespace: pulumi.Input[str]) -> pulumi.Resource:
         """The Valkey that holds the global rate limit's counters, with a generated password for its default user."""

@@ -3,6 +3,7 @@ scrape configuration of the platform's own workloads and the alerts on their met
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,28 +15,19 @@ from components.alerting import CONFIG_FILE, alertmanager_config
 from components.alerts import alert_rule_groups
 from components.charts import JAEGER, KUBE_PROMETHEUS_STACK, install_chart
 from components.config import ObservabilityConfig
+from components.interfaces import ScrapeTarget
 from components.labels import labels
-from components.workload import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, namespace
+from components.namespaces import InstalledAddOn, install_addon, platform_namespace
+from components.network import Flow
+from components.ports import OTLP_GRPC_PORT
+from components.workload import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
 
 # The platform's Grafana dashboards, kept as JSON that can be edited in Grafana and exported back.
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+ALERTMANAGER_CONFIG_SECRET = "alertmanager-config"
 JAEGER_RELEASE = "jaeger"
-OTLP_GRPC_PORT = 4317
-OTLP_HTTP_PORT = 4318
-
-
-@dataclass(frozen=True)
-class ScrapeTarget:
-    """Pods of the platform that expose Prometheus metrics on a named port, found through a Service or directly."""
-
-    name: str
-    namespace: str
-    selector: dict[str, str]
-    port_name: str
-    port: int
-    via_service: bool = True
-    path: str = "/metrics"
 
 
 @dataclass(frozen=True)
@@ -45,6 +37,8 @@ class ObservabilityArgs:
     storage_class: str | None
     install_prometheus_stack: bool
     scrape_targets: tuple[ScrapeTarget, ...]
+    # The platform's flow table: the namespace created here gets its NetworkPolicies from it.
+    flows: Sequence[Flow]
 
 
 class Observability(pulumi.ComponentResource):
@@ -52,67 +46,24 @@ class Observability(pulumi.ComponentResource):
         super().__init__("workflow-platform:index:Observability", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        # node-exporter reads host namespaces and paths, which only the privileged level admits.
-        level = "privileged" if args.install_prometheus_stack else "restricted"
-        ns = namespace(args.namespace, pod_security=level, labels=labels("observability"), opts=child)
-        self.namespace = ns.metadata.name
-        self.namespaces = {args.namespace: self.namespace}
-
-        stack_ready: list[pulumi.Resource] = []
         if args.install_prometheus_stack:
-            grafana_password = random.RandomPassword("grafana-admin", length=32, special=False, opts=child)
-            grafana_admin = k8s.core.v1.Secret(
-                "grafana-admin",
-                metadata={"name": "grafana-admin", "namespace": self.namespace, "labels": labels("observability")},
-                string_data={"admin-user": "admin", "admin-password": grafana_password.result},
-                opts=child,
-            )
-            self.grafana_admin_secret_name = grafana_admin.metadata.name
-            alertmanager_secret = k8s.core.v1.Secret(
-                "alertmanager-config",
-                metadata={
-                    "name": "alertmanager-config",
-                    "namespace": self.namespace,
-                    "labels": labels("observability"),
-                },
-                string_data={CONFIG_FILE: alertmanager_config(args.config.alert_receivers)},
-                opts=child,
-            )
-            stack_ready.append(
-                install_chart(
-                    KUBE_PROMETHEUS_STACK,
-                    self.namespace,
-                    prometheus_stack_values(
-                        args.config,
-                        args.storage_class,
-                        grafana_admin.metadata.name,
-                        alertmanager_secret.metadata.name,
-                    ),
-                    pulumi.ResourceOptions(parent=self, depends_on=[grafana_admin, alertmanager_secret]),
-                )
-            )
+            prometheus_stack = self._prometheus_stack(args)
+            self.namespace = prometheus_stack.namespace
+            self.grafana_admin_secret_name = prometheus_stack.secret_names[GRAFANA_ADMIN_SECRET]
+            stack_ready = [prometheus_stack.installer]
         else:
+            self.namespace = platform_namespace(
+                args.namespace, pod_security="restricted", component="observability", flows=args.flows, parent=self
+            )
             self.grafana_admin_secret_name = pulumi.Output.from_input("")
+            stack_ready = []
 
         install_chart(JAEGER, self.namespace, JAEGER_VALUES, child, release_name=JAEGER_RELEASE)
         self.otlp_endpoint = otlp_endpoint(args.namespace)
 
         monitor_opts = pulumi.ResourceOptions(parent=self, depends_on=stack_ready)
         for target in args.scrape_targets:
-            endpoint = {"port": target.port_name, "path": target.path, "interval": "15s"}
-            k8s.apiextensions.CustomResource(
-                target.name,
-                api_version="monitoring.coreos.com/v1",
-                kind="ServiceMonitor" if target.via_service else "PodMonitor",
-                metadata={"name": target.name, "namespace": self.namespace, "labels": labels("observability")},
-                spec={
-                    "namespaceSelector": {"matchNames": [target.namespace]},
-                    "selector": {"matchLabels": target.selector},
-                    ("endpoints" if target.via_service else "podMetricsEndpoints"): [endpoint],
-                },
-                opts=monitor_opts,
-            )
-
+            self._monitor(target, monitor_opts)
         for dashboard in sorted(DASHBOARDS.glob("*.json")):
             # Grafana's sidecar loads every ConfigMap labelled grafana_dashboard=1 as a dashboard.
             k8s.core.v1.ConfigMap(
@@ -125,7 +76,6 @@ class Observability(pulumi.ComponentResource):
                 data={dashboard.name: dashboard.read_text()},
                 opts=child,
             )
-
         k8s.apiextensions.CustomResource(
             "workflow-platform-alerts",
             api_version="monitoring.coreos.com/v1",
@@ -141,6 +91,44 @@ class Observability(pulumi.ComponentResource):
                 "otlp_endpoint": self.otlp_endpoint,
                 "grafana_admin_secret": self.grafana_admin_secret_name,
             }
+        )
+
+    def _prometheus_stack(self, args: ObservabilityArgs) -> InstalledAddOn:
+        """kube-prometheus-stack in the component's own namespace, which node-exporter needs `privileged`: it reads
+        host namespaces and paths. Grafana's admin login and Alertmanager's configuration are Secrets of ours."""
+        grafana_password = random.RandomPassword(
+            "grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        return install_addon(
+            KUBE_PROMETHEUS_STACK,
+            namespace=args.namespace,
+            component="observability",
+            pod_security="privileged",
+            flows=args.flows,
+            parent=self,
+            secrets={
+                GRAFANA_ADMIN_SECRET: {"admin-user": "admin", "admin-password": grafana_password.result},
+                ALERTMANAGER_CONFIG_SECRET: {CONFIG_FILE: alertmanager_config(args.config.alert_receivers)},
+            },
+            values=prometheus_stack_values(
+                args.config, args.storage_class, GRAFANA_ADMIN_SECRET, ALERTMANAGER_CONFIG_SECRET
+            ),
+        )
+
+    def _monitor(self, target: ScrapeTarget, opts: pulumi.ResourceOptions) -> None:
+        """A ServiceMonitor, or a PodMonitor for pods without a Service, that scrapes `target` every 15 s."""
+        endpoint = {"port": target.port_name, "path": target.path, "interval": "15s"}
+        k8s.apiextensions.CustomResource(
+            target.name,
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor" if target.via_service else "PodMonitor",
+            metadata={"name": target.name, "namespace": self.namespace, "labels": labels("observability")},
+            spec={
+                "namespaceSelector": {"matchNames": [target.namespace]},
+                "selector": {"matchLabels": target.selector},
+                ("endpoints" if target.via_service else "podMetricsEndpoints"): [endpoint],
+            },
+            opts=opts,
         )
 
 

@@ -8,30 +8,31 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.charts import KEDA, install_chart
+from components.charts import KEDA
 from components.config import WorkerConfig
+from components.interfaces import ScrapeTarget
 from components.labels import labels, selector_labels
-from components.observability import ScrapeTarget
+from components.namespaces import install_addon
+from components.network import Flow
+from components.ports import WORKER_METRICS_PORT
 from components.workload import (
     HttpProbes,
     SecretFile,
     container,
     database_pool_env,
     deployment,
-    namespace,
     pod_template,
     service_account,
 )
 
-METRICS_PORT = 9100
 # Time a worker gets, after its longest step ends, to ack, flush telemetry and close its connections.
 SHUTDOWN_MARGIN_SECONDS = 30
 
 
 @dataclass(frozen=True)
 class WorkerPoolArgs:
+    # The app's namespace, created by AppTier: the workers run beside the API.
     namespace: pulumi.Input[str]
-    namespace_name: str
     workers: WorkerConfig
     image_ref: pulumi.Input[str]
     runtime_env: list[dict]
@@ -40,6 +41,8 @@ class WorkerPoolArgs:
     amqp_url_key: str
     install_keda: bool
     keda_namespace: str
+    # The platform's flow table: the namespaces created here get their NetworkPolicies from it.
+    flows: Sequence[Flow]
     # Resources that must be ready before workers start: the schema they read and the broker they consume from.
     ready: Sequence[pulumi.Resource]
 
@@ -47,18 +50,42 @@ class WorkerPoolArgs:
 class WorkerPool(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkerPoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("workflow-platform:index:WorkerPool", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        keda_ready = self._keda(args)
+        worker = self._deployment(args)
+        k8s.core.v1.Service(
+            "workflow-worker-metrics",
+            metadata={"name": "workflow-worker-metrics", "namespace": args.namespace, "labels": labels("worker")},
+            spec={
+                "type": "ClusterIP",
+                "clusterIP": "None",
+                "selector": selector_labels("worker"),
+                "ports": [{"name": "metrics", "port": WORKER_METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self._autoscaler(args, worker, pulumi.ResourceOptions(parent=self, depends_on=keda_ready))
+
+        self.deployment_name = worker.metadata.name
+        self.scrape_targets = (
+            ScrapeTarget("workflow-worker", args.namespace, selector_labels("worker"), "metrics", WORKER_METRICS_PORT),
+        )
+        self.register_outputs({"deployment_name": self.deployment_name})
+
+    def _keda(self, args: WorkerPoolArgs) -> list[pulumi.Resource]:
+        """KEDA, when the stack installs it: what the scaling objects wait for."""
+        if not args.install_keda:
+            return []
+        keda = install_addon(
+            KEDA, namespace=args.keda_namespace, component="keda", flows=args.flows, parent=self, values=KEDA_VALUES
+        )
+        return [keda.installer]
+
+    def _deployment(self, args: WorkerPoolArgs) -> k8s.apps.v1.Deployment:
         workers = args.workers
-
-        keda_ready: list[pulumi.Resource] = []
-        self.namespaces: dict[str, pulumi.Output[str]] = {}
-        if args.install_keda:
-            keda_ns = namespace(args.keda_namespace, pod_security="restricted", labels=labels("keda"), opts=child)
-            self.namespaces[args.keda_namespace] = keda_ns.metadata.name
-            keda_ready.append(install_chart(KEDA, keda_ns.metadata.name, KEDA_VALUES, child))
-
-        account = service_account("workflow-worker", args.namespace, labels("worker"), child)
-        worker = deployment(
+        account = service_account(
+            "workflow-worker", args.namespace, labels("worker"), pulumi.ResourceOptions(parent=self)
+        )
+        return deployment(
             "workflow-worker",
             namespace=args.namespace,
             labels=labels("worker"),
@@ -77,10 +104,10 @@ class WorkerPool(pulumi.ComponentResource):
                         args=["worker"],
                         resources=workers.resources,
                         probes=HttpProbes(port="metrics", readiness_path="/healthz"),
-                        ports={"metrics": METRICS_PORT},
+                        ports={"metrics": WORKER_METRICS_PORT},
                         env=[
                             *args.runtime_env,
-                            {"name": "APP_METRICS_PORT", "value": str(METRICS_PORT)},
+                            {"name": "APP_METRICS_PORT", "value": str(WORKER_METRICS_PORT)},
                             {"name": "APP_WORKER_CONCURRENCY", "value": str(workers.concurrency)},
                             *database_pool_env(workers.database_connections),
                             {"name": "APP_WORKER_QUEUE", "value": workers.queue},
@@ -93,19 +120,9 @@ class WorkerPool(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.ready)),
         )
 
-        k8s.core.v1.Service(
-            "workflow-worker-metrics",
-            metadata={"name": "workflow-worker-metrics", "namespace": args.namespace, "labels": labels("worker")},
-            spec={
-                "type": "ClusterIP",
-                "clusterIP": "None",
-                "selector": selector_labels("worker"),
-                "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
-            },
-            opts=child,
-        )
-
-        keda_opts = pulumi.ResourceOptions(parent=self, depends_on=keda_ready)
+    def _autoscaler(self, args: WorkerPoolArgs, worker: k8s.apps.v1.Deployment, opts: pulumi.ResourceOptions) -> None:
+        """A KEDA ScaledObject on the length of the workers' queue, read with the connection Secret's AMQP URL."""
+        workers = args.workers
         auth = k8s.apiextensions.CustomResource(
             "workflow-worker-rabbitmq",
             api_version="keda.sh/v1alpha1",
@@ -116,7 +133,7 @@ class WorkerPool(pulumi.ComponentResource):
                     {"parameter": "host", "name": args.connection_secret_name, "key": args.amqp_url_key}
                 ]
             },
-            opts=keda_opts,
+            opts=opts,
         )
         k8s.apiextensions.CustomResource(
             "workflow-worker",
@@ -156,14 +173,8 @@ class WorkerPool(pulumi.ComponentResource):
                     }
                 ],
             },
-            opts=keda_opts,
+            opts=opts,
         )
-
-        self.deployment_name = worker.metadata.name
-        self.scrape_targets = (
-            ScrapeTarget("workflow-worker", args.namespace_name, selector_labels("worker"), "metrics", METRICS_PORT),
-        )
-        self.register_outputs({"deployment_name": self.deployment_name})
 
 
 KEDA_VALUES = {

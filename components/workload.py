@@ -197,25 +197,6 @@ def _with_secret_files(container_spec: dict, files: Sequence[SecretFile]) -> dic
     }
 
 
-def namespace(
-    name: str, *, pod_security: str, labels: dict[str, str], opts: pulumi.ResourceOptions
-) -> k8s.core.v1.Namespace:
-    """A namespace enforcing a Pod Security Standard level (`restricted` unless its workloads need more)."""
-    return k8s.core.v1.Namespace(
-        name,
-        metadata={
-            "name": name,
-            "labels": {
-                **labels,
-                "kubernetes.io/metadata.name": name,
-                "pod-security.kubernetes.io/enforce": pod_security,
-                "pod-security.kubernetes.io/warn": "restricted",
-            },
-        },
-        opts=opts,
-    )
-
-
 def service_account(name: str, namespace: pulumi.Input[str], labels: dict[str, str], opts: pulumi.ResourceOptions):
     """A ServiceAccount whose token is never mounted: platform pods do not talk to the Kubernetes API."""
     return k8s.core.v1.ServiceAccount(

@@ -18,9 +18,9 @@ from components.alerting import CONFIG_FILE, NULL_RECEIVER, SAME_SUBJECT, TEAM_R
 from components.alerts import PLATFORM_ALERTS
 from components.charts import KUBE_PROMETHEUS_STACK
 from components.config import ConfigError
-from tests.infra import harness
 from tests.infra.chart_sources import pinned_folder, render
-from tests.infra.harness import HELM_RELEASE, PROJECT, STACKS, StackRun, is_secret, receiver_required, reveal, run_stack
+from tools import mock_stack
+from tools.mock_stack import HELM_RELEASE, PROJECT, STACKS, StackRun, is_secret, receiver_required, reveal, run_stack
 
 SECRET_TYPE = "kubernetes:core/v1:Secret"
 # Every receiver setting at once, as an operator would set them; the secrets with `pulumi config set --secret`.
@@ -87,20 +87,20 @@ def test_a_stack_requiring_a_receiver_refuses_to_run_without_one_naming_the_keys
 
 
 def test_receivers_an_operator_encrypted_into_the_stack_file_keep_the_tests_running(tmp_path, monkeypatch):
-    # What `pulumi config set --secret` leaves in Pulumi.prod.yaml; mocks cannot decrypt it, the harness stands in.
-    stack_file = yaml.safe_load((harness.ROOT / "Pulumi.prod.yaml").read_text())
+    # What `pulumi config set --secret` leaves in Pulumi.prod.yaml; mocks cannot decrypt it, the runner stands in.
+    stack_file = yaml.safe_load((mock_stack.ROOT / "Pulumi.prod.yaml").read_text())
     for key in ("alertSlackWebhookUrl", "alertEmailTo"):
         stack_file["config"][f"{PROJECT}:{key}"] = {"secure": "v1:AAAAAAAAAAAAAAAA:bm90LWEtcmVhbC1jaXBoZXJ0ZXh0"}
     stack_file["config"] |= {f"{PROJECT}:{key}": value for key, value in EMAIL_SETTINGS.items()}
     (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump(stack_file))
     for name in ("Pulumi.yaml", "__main__.py"):
-        (tmp_path / name).symlink_to(harness.ROOT / name)
-    monkeypatch.setattr(harness, "ROOT", tmp_path)
+        (tmp_path / name).symlink_to(mock_stack.ROOT / name)
+    monkeypatch.setattr(mock_stack, "ROOT", tmp_path)
 
     run = run_stack("prod", secrets={"alertSmtpPassword": ALL_SECRETS["alertSmtpPassword"]})
     (team,) = [r for r in yaml.safe_load(alertmanager_config(run))["receivers"] if r["name"] == TEAM_RECEIVER]
-    assert team["slack_configs"][0]["api_url"] == harness.SECURE_STAND_INS["alertSlackWebhookUrl"]
-    assert team["email_configs"][0]["to"] == harness.SECURE_STAND_INS["alertEmailTo"]
+    assert team["slack_configs"][0]["api_url"] == mock_stack.SECURE_STAND_INS["alertSlackWebhookUrl"]
+    assert team["email_configs"][0]["to"] == mock_stack.SECURE_STAND_INS["alertEmailTo"]
 
 
 def test_dev_without_a_receiver_routes_everything_to_the_null_receiver(stacks):

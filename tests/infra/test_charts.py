@@ -27,7 +27,7 @@ from tests.infra.chart_sources import (
     render,
     source_folders,
 )
-from tests.infra.harness import HELM_CHART, HELM_RELEASE, YAML_CONFIG_FILE, StackRun, reveal, run_stack
+from tools.mock_stack import HELM_CHART, HELM_RELEASE, YAML_CONFIG_FILE, StackRun, reveal, run_stack
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def test_every_chart_and_manifest_pinned_in_charts_py_has_its_source_here():
     for chart in pinned_charts():
         folder = pinned_folder(chart.name, chart.version)
         assert folder.name in vouched and folder.is_dir(), f"{chart.name} {chart.version}: no source in {CHARTS}"
-    tag = charts.RABBITMQ_CLUSTER_OPERATOR_MANIFEST.split("/releases/download/")[1].split("/")[0]
+    tag = charts.RABBITMQ_CLUSTER_OPERATOR.url.split("/releases/download/")[1].split("/")[0]
     assert f"rabbitmq-cluster-operator-{tag}/config" in vouched
 
 
@@ -121,7 +121,7 @@ def test_every_chart_and_manifest_a_stack_installs_is_one_pinned_here(stack):
         if resource.type in (HELM_RELEASE, HELM_CHART):
             assert (resource.inputs["chart"], resource.inputs["version"]) in pinned, resource.name
     for config_file in stack.of_type(YAML_CONFIG_FILE):
-        assert config_file.inputs["file"] == charts.RABBITMQ_CLUSTER_OPERATOR_MANIFEST, config_file.name
+        assert config_file.inputs["file"] == charts.RABBITMQ_CLUSTER_OPERATOR.url, config_file.name
 
 
 # Values keys

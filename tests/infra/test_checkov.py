@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.harness import ROOT, STACKS
+from tools.mock_stack import ROOT, STACKS
 
 CHECKOV_VENV = ROOT / ".venv" / "checkov"
 REQUIREMENTS = ROOT / "tests" / "requirements-checkov.txt"

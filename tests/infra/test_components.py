@@ -5,8 +5,8 @@ import math
 import pytest
 
 from components.config import RESERVED_DATABASE_CONNECTIONS
-from tests.infra.harness import HELM_CHART, HELM_RELEASE, reveal, run_stack
-from tests.infra.reference import README
+from tools.config_reference import README
+from tools.mock_stack import HELM_CHART, HELM_RELEASE, reveal, run_stack
 
 # What each environment runs, as the stack files promise it.
 SIZES = {

@@ -6,11 +6,10 @@ import re
 
 import pytest
 import yaml
-from pulumi.runtime import settings
 
 from components import config
-from tests.infra.harness import PROJECT, ROOT, STACKS, run_stack, stack_config
-from tests.infra.reference import configuration_reference, current_readme_table
+from tools.config_reference import configuration_reference, current_readme_table
+from tools.mock_stack import PROJECT, ROOT, STACKS, execute, prepare_run, run_stack, stack_config
 
 DECLARED = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
 
@@ -104,9 +103,10 @@ def test_every_bad_key_is_reported_in_one_message():
 
 
 def test_a_bad_value_stops_the_program_before_any_resource_is_created():
+    run = prepare_run("dev", {"apiReplicasMin": 0})
     with pytest.raises(config.ConfigError):
-        run_stack("dev", {"apiReplicasMin": 0})
-    assert settings.SETTINGS.monitor.get_registered_resources() == {}
+        execute(run)
+    assert run.resources == []
 
 
 def test_pulumi_yaml_declares_exactly_the_keys_the_program_reads():

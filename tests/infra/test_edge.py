@@ -4,12 +4,12 @@ rate limit, and the Valkey that keeps the rate limit's counters."""
 import pytest
 
 from components.charts import VALKEY
-from components.data_plane import VALKEY_PORT
 from components.edge_ingress import ENVOY_PROXY_NAME, RATE_LIMIT_STORE_USERS
 from components.network import RATE_LIMIT_STORE
+from components.ports import VALKEY_PORT
 from tests.infra.chart_sources import pinned_folder, pod_security_violations, pod_specs, render
-from tests.infra.harness import HELM_CHART, HELM_RELEASE, reveal, run_stack
 from tests.infra.validation import validate
+from tools.mock_stack import HELM_CHART, HELM_RELEASE, reveal, run_stack
 
 EDGE_NAMESPACE = "workflow-edge"
 ENVOY_GATEWAY_NAMESPACE = "envoy-gateway-system"

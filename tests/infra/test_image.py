@@ -3,7 +3,7 @@
 import re
 
 from components.workload import APP_UID
-from tests.infra.harness import ROOT
+from tools.mock_stack import ROOT
 
 DOCKERFILE = (ROOT / "app" / "Dockerfile").read_text()
 

@@ -6,16 +6,19 @@ import re
 import pytest
 import yaml
 
-from tests.infra.harness import (
-    COMPONENT_TYPES,
+from tools.mock_stack import (
     HELM_CHART,
     HELM_RELEASE,
+    PROJECT,
     ROOT,
     STACKS,
     YAML_CONFIG_FILE,
     is_secret,
 )
 
+COMPONENT_TYPES = {
+    f"{PROJECT}:index:{name}" for name in ("AppTier", "WorkerPool", "DataPlane", "Observability", "EdgeIngress")
+}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 REPLICA_KEYS = {"api": "apiReplicas", "worker": "workerReplicas"}
 

@@ -4,7 +4,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from components.charts import RABBITMQ_CLUSTER_OPERATOR
 from components.labels import selector_labels
+from tools.mock_stack import PROJECT, YAML_CONFIG_FILE, reveal
 
 INTERNET = "internet"
 
@@ -154,3 +156,27 @@ def test_cert_manager_self_check_reaches_the_proxies_on_their_container_port(sta
     """Behind an IP-based load balancer kube-proxy rewrites the self-check's destination, the Gateway's public
     address on port 80, to an Envoy pod's container port before any NetworkPolicy sees the packet."""
     assert allowed(stack, CERT_MANAGER, ENVOY, 10080)
+
+
+def _component_of(run, resource) -> str:
+    """The URN of the component that `resource` belongs to."""
+    by_urn = run.by_urn()
+    ancestor = resource.parent
+    while not by_urn[ancestor].type.startswith(f"{PROJECT}:index:"):
+        ancestor = by_urn[ancestor].parent
+    return ancestor
+
+
+def test_each_namespace_gets_its_policies_from_the_component_that_creates_it(stack):
+    creators = {
+        reveal(namespace.inputs)["metadata"]["name"]: _component_of(stack, namespace)
+        for namespace in stack.of_type("kubernetes:core/v1:Namespace")
+    }
+    # The RabbitMQ Cluster Operator's release manifest creates the namespace it runs in.
+    for manifest in stack.of_type(YAML_CONFIG_FILE):
+        creators[RABBITMQ_CLUSTER_OPERATOR.namespace] = _component_of(stack, manifest)
+    policies = stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    assert {reveal(policy.inputs)["metadata"]["namespace"] for policy in policies} == creators.keys()
+    for policy in policies:
+        namespace = reveal(policy.inputs)["metadata"]["namespace"]
+        assert _component_of(stack, policy) == creators[namespace], f"{namespace}: {policy.name}"

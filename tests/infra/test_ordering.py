@@ -21,8 +21,8 @@ from components.charts import (
     KUBE_PROMETHEUS_STACK,
 )
 from components.config import ADDONS
-from tests.infra.harness import HELM_CHART, HELM_RELEASE, YAML_CONFIG_FILE, Resource, StackRun, reveal, run_stack
 from tests.infra.validation import validate
+from tools.mock_stack import HELM_CHART, HELM_RELEASE, YAML_CONFIG_FILE, Resource, StackRun, reveal, run_stack
 
 WAIT_FOR = "pulumi.com/waitFor"
 JOB = "kubernetes:batch/v1:Job"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from components.config import byte_count
-from tests.infra.harness import STACKS
+from tools.mock_stack import STACKS
 
 SERVER_BINARIES = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"

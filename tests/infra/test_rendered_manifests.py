@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.infra.harness import STACKS
-from tests.infra.kube_typing import NoSchemaError, integer_fields, with_integers
+from tools.kube_typing import NoSchemaError, integer_fields, with_integers
+from tools.mock_stack import STACKS
 
 THIRD_PARTY = "third-party.yaml"
 

@@ -5,7 +5,7 @@ import sys
 
 import yaml
 
-from tests.infra.harness import ROOT, STACKS
+from tools.mock_stack import ROOT, STACKS
 
 WORKFLOW = ROOT / ".github" / "workflows" / "infrastructure.yml"
 JOBS = yaml.safe_load(WORKFLOW.read_text())["jobs"]

@@ -12,21 +12,13 @@ import jsonschema
 import kubernetes_validate
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from tests.infra.harness import ROOT
-
-KUBERNETES_VERSION = "1.34"
-CRD_SCHEMAS = ROOT.parent / "shared" / "crd-schemas"
+from tools.kube_typing import KUBERNETES_VERSION, crd_schema_path
 
 
 @dataclass(frozen=True)
 class Verdict:
     checked_by: str  # "kubernetes", "crd" or "unchecked"
     errors: tuple[str, ...] = ()
-
-
-def crd_schema_path(manifest: dict) -> Path:
-    group, _, version = manifest["apiVersion"].rpartition("/")
-    return CRD_SCHEMAS / group / f"{manifest['kind'].lower()}_{version}.json"
 
 
 @cache

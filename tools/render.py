@@ -1,4 +1,4 @@
-"""`python -m tests.infra.render <stack> <folder>`: writes what a stack creates, as manifests, without a cluster.
+"""`python -m tools.render <stack> <folder>`: writes what a stack creates, as manifests, without a cluster.
 
 One YAML file per Kubernetes object under <folder>/<namespace>/, and <folder>/third-party.yaml listing each Helm
 chart and release manifest with its pinned version and values. Secret values are masked.
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.infra.harness import HELM_CHART, HELM_RELEASE, STACKS, YAML_CONFIG_FILE, receiver_required, reveal, run_stack
+from tools.mock_stack import HELM_CHART, HELM_RELEASE, STACKS, YAML_CONFIG_FILE, receiver_required, reveal, run_stack
 
 MASK = "<secret>"
 # Stacks that require an alert receiver refuse to run without one; the operator's real one is a secret anyway.

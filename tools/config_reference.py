@@ -1,6 +1,7 @@
 """The README's configuration reference, generated from Pulumi.yaml and the stack files.
 
-`python -m tests.infra.reference` rewrites the table in README.md; a test fails when the two disagree.
+`python -m tools.config_reference` (`make config-reference`) rewrites the table in README.md; a test fails when the
+two disagree.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 
 import yaml
 
-from tests.infra.harness import PROJECT, ROOT, STACKS
+from tools.mock_stack import PROJECT, ROOT, STACKS
 
 README = ROOT / "README.md"
 START = "<!-- config-reference:start -->"

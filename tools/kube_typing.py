@@ -11,14 +11,22 @@ import json
 import re
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from kubernetes_validate.utils import all_versions, major_minor, schema_contents
 
-from tests.infra.validation import KUBERNETES_VERSION, crd_schema_path
+KUBERNETES_VERSION = "1.34"
+# Next to the checkout: ../shared/crd-schemas/<group>/<kind>_<version>.json.
+CRD_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "crd-schemas"
 
 FieldPath = tuple[str | int, ...]
 _DEFINITIONS = "_definitions.json"
+
+
+def crd_schema_path(manifest: dict) -> Path:
+    group, _, version = manifest["apiVersion"].rpartition("/")
+    return CRD_SCHEMAS / group / f"{manifest['kind'].lower()}_{version}.json"
 
 
 class NoSchemaError(LookupError):

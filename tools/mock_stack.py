@@ -1,8 +1,12 @@
-"""Runs the real Pulumi program (`__main__.py`) for one stack under Pulumi mocks and records what it creates.
+"""Runs the real Pulumi program (`__main__.py`) for one stack under Pulumi's mocks and records what it creates.
 
 Under mocks Pulumi reads neither Pulumi.yaml's defaults nor the stack file, so this loads both the way the CLI does,
-sets the config with the project prefix, and runs the program afresh. Every registered resource is captured with
-its type, parent and inputs; Kubernetes objects are turned back into manifests for schema validation.
+sets the config with the project prefix, and runs the program afresh. Every resource the program registers is
+captured with its type, parent, dependencies and inputs; Kubernetes objects are turned back into manifests.
+
+Only Pulumi's public testing API is used: `set_mocks` (its `monitor=` parameter takes a `MockMonitor`, which this
+subclasses as Pulumi's own SDK tests do), `pulumi.runtime.test` to run the program, and the `Output` helpers for
+the stack's outputs. Secrets in the recorded inputs are read with `pulumi.runtime.rpc`'s public `is_rpc_secret`.
 """
 
 from __future__ import annotations
@@ -10,24 +14,23 @@ from __future__ import annotations
 import hashlib
 import json
 import runpy
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import yaml
-from pulumi.runtime import mocks, settings
-from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key, deserialize_properties
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
-ROOT = Path(__file__).resolve().parents[2]
+from tools.kube_typing import with_integers
+
+ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "workflow-platform"
 STACKS = ("dev", "staging", "prod")
 
-COMPONENT_TYPES = {
-    f"{PROJECT}:index:{name}" for name in ("AppTier", "WorkerPool", "DataPlane", "Observability", "EdgeIngress")
-}
+STACK_TYPE = "pulumi:pulumi:Stack"
 # Provider-side components: under mocks their children are not rendered, the resource itself is what we check.
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 HELM_CHART = "kubernetes:helm.sh/v4:Chart"
@@ -44,6 +47,7 @@ class Resource:
     custom: bool
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    # What Pulumi waits for before creating the resource: its `depends_on` and the resources its inputs come from.
     depends_on: tuple[str, ...]
     # How long Pulumi waits for the resource to become ready, where the program says ("create": "30m", ...).
     custom_timeouts: dict[str, str] = field(default_factory=dict)
@@ -62,21 +66,19 @@ class Resource:
         if not metadata.get("name"):
             metadata["name"] = f"{self.name}-{hashlib.sha1(self.urn.encode()).hexdigest()[:8]}"
         head = {"apiVersion": fields.pop("apiVersion"), "kind": fields.pop("kind"), "metadata": metadata}
-        # Imported here: kube_typing finds CRD schemas through validation, which imports this module.
-        from tests.infra.kube_typing import with_integers
-
         # Every number crossed the wire as a double; the provider types them by the schema, and so does this.
         return with_integers(head | fields)
 
 
 def is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(_special_sig_key) == _special_secret_sig
+    """Whether a recorded input or output value is one Pulumi keeps secret."""
+    return is_rpc_secret(value)
 
 
 def reveal(value: Any, placeholder: str | None = None) -> Any:
     """The plain value inside Pulumi's secret markers at any depth, or `placeholder` in its place when given."""
     if is_secret(value):
-        return placeholder if placeholder is not None else reveal(value["value"])
+        return placeholder if placeholder is not None else reveal(unwrap_rpc_secret(value))
     if isinstance(value, dict):
         return {key: reveal(item, placeholder) for key, item in value.items()}
     if isinstance(value, list):
@@ -122,10 +124,16 @@ class StackRun:
         return self.generated_passwords() | {self.config[key] for key in self.secret_keys}
 
 
-class _Mocks(pulumi.runtime.Mocks):
+class _ProviderMocks(pulumi.runtime.Mocks):
     """Gives each resource the outputs its provider would compute; everything else echoes the inputs."""
 
+    def __init__(self) -> None:
+        # MockMonitor.RegisterResource calls new_resource on the thread it runs on, and Pulumi registers from
+        # several executor threads at once: the monitor reads each registration's arguments back on that thread.
+        self.registering = threading.local()
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.registering.args = args
         outputs = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = hashlib.sha256(args.name.encode()).hexdigest()[: int(args.inputs.get("length", 16))]
@@ -141,13 +149,20 @@ class _Mocks(pulumi.runtime.Mocks):
         return {}
 
 
-class _RecordingMonitor(mocks.MockMonitor):
-    def __init__(self, mocks_: pulumi.runtime.Mocks, run: StackRun):
-        super().__init__(mocks_)
+class _RecordingMonitor(MockMonitor):
+    """Pulumi's mock monitor, also recording what only the registration request carries (MockResourceArgs does
+    not): the parent, the dependencies Pulumi waits for, and custom timeouts. The stack resource itself is left
+    out: set_mocks registers it once per process, not once per run."""
+
+    def __init__(self, run: StackRun) -> None:
+        self.provider_mocks = _ProviderMocks()
+        super().__init__(self.provider_mocks)
         self._run = run
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
+        if request.type == STACK_TYPE:
+            return response
         self._run.resources.append(
             Resource(
                 urn=response.urn,
@@ -155,8 +170,8 @@ class _RecordingMonitor(mocks.MockMonitor):
                 name=request.name,
                 parent=request.parent,
                 custom=request.custom,
-                inputs=deserialize_properties(request.object, keep_unknowns=True),
-                outputs=deserialize_properties(response.object, keep_unknowns=True),
+                inputs=self.provider_mocks.registering.args.inputs,
+                outputs=self.resources[response.urn].state,
                 depends_on=tuple(request.dependencies),
                 custom_timeouts={
                     operation: timeout
@@ -219,10 +234,6 @@ def secure_stand_ins(stack: str) -> dict[str, str]:
     return {key: SECURE_STAND_INS[key] for key in keys if key in SECURE_STAND_INS}
 
 
-# The receiver the tests give the stacks that require one, as `pulumi config set --secret` would: a fake webhook.
-TEST_RECEIVER = {"alertSlackWebhookUrl": "https://hooks.slack.example/services/TEST-ONLY/not-a-real-webhook"}
-
-
 def receiver_required(stack: str) -> bool:
     """Whether the stack file makes an alert receiver mandatory (the program refuses to run without one)."""
     return stack_config(stack)[f"{PROJECT}:alertReceiverRequired"] == "true"
@@ -233,7 +244,14 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None, secrets: dict
 
     `secrets` are config values set the way `pulumi config set --secret` sets them: the program sees them among
     the secret keys, as it does under the CLI."""
-    run = StackRun(
+    run = prepare_run(stack, overrides, secrets)
+    execute(run)
+    return run
+
+
+def prepare_run(stack: str, overrides: dict[str, Any] | None = None, secrets: dict[str, str] | None = None) -> StackRun:
+    """A run of `stack` holding the config the CLI would pass, before the program has run (see run_stack)."""
+    return StackRun(
         stack=stack,
         config=stack_config(stack, overrides, secrets),
         secret_keys=frozenset(
@@ -241,20 +259,36 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None, secrets: dict
             for key in (secure_stand_ins(stack).keys() - (overrides or {}).keys()) | (secrets or {}).keys()
         ),
     )
-    resource_mocks = _Mocks()
-    pulumi.runtime.set_mocks(
-        resource_mocks,
-        project=PROJECT,
-        stack=stack,
-        preview=False,
-        monitor=_RecordingMonitor(resource_mocks, run),
-    )
+
+
+def execute(run: StackRun) -> None:
+    """Runs __main__.py under mocks with the run's config, recording into `run` what it creates, as it goes: a run
+    the program stops midway keeps what was registered before. Raises what the program raises.
+
+    Runs it the way `pulumi.runtime.test` runs a test: to completion, every registration and output awaited."""
+    monitor = _RecordingMonitor(run)
+    pulumi.runtime.set_mocks(monitor.provider_mocks, project=PROJECT, stack=run.stack, preview=False, monitor=monitor)
     # Always a list: the secret keys of a previous run must not carry over.
     pulumi.runtime.set_all_config(run.config, sorted(run.secret_keys))
-    settings.SETTINGS.rpc_manager.clear()
-    settings.SETTINGS.outputs.clear()
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
-    for name, value in pulumi.runtime.get_root_resource().outputs.items():
-        output = pulumi.Output.from_input(value)
-        run.outputs[name] = (_sync_await(output.future()), _sync_await(output.is_secret()))
-    return run
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output:
+        root = pulumi.runtime.get_root_resource()
+        # set_mocks makes the root stack once per process, so it still holds the previous run's exports.
+        root.outputs.clear()
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        return pulumi.Output.all(*(_record_output(run, name, value) for name, value in root.outputs.items()))
+
+    program()
+
+
+def _record_output(run: StackRun, name: str, value: Any) -> pulumi.Output:
+    """Records a stack output's value and whether Pulumi keeps it secret, once both are known."""
+    output = pulumi.Output.from_input(value)
+    kept_secret = pulumi.Output.from_input(output.is_secret())
+
+    def record(settled: list[Any]) -> None:
+        resolved, is_kept_secret = settled
+        run.outputs[name] = (resolved, is_kept_secret)
+
+    return pulumi.Output.all(output, kept_secret).apply(record)
