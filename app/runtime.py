@@ -7,15 +7,21 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from app.adapters import cache
-from app.adapters.broker import Broker, MemoryBroker, RabbitBroker
+from app.adapters.broker import MemoryBroker, RabbitBroker
 from app.adapters.database import create_engine
+from app.adapters.errors import is_outage
 from app.adapters.payloads import PayloadStore
-from app.adapters.store import ApiKey, Store
+from app.adapters.store import Store
+from app.domain import ApiKey
 from app.engine.engine import Dispatcher, Engine
-from app.engine.state import RetryPolicy
+from app.engine.ports import Broker
+from app.engine.queries import Queries
+from app.engine.state import RetryPolicy, Timings
 from app.engine.tasks import TaskRegistry, registry
+from app.engine.transitions import Transitions
 from app.engine.worker import Worker, WorkerSettings
 from app.settings import Settings
 
@@ -37,6 +43,8 @@ class Platform:
     engine: Engine
     tasks: TaskRegistry
     payloads: PayloadStore
+    queries: Queries
+    transitions: Transitions
 
     @classmethod
     def build(cls, settings: Settings, *, embedded: bool = False) -> Platform:
@@ -49,17 +57,20 @@ class Platform:
 
         registry.load_modules(settings.task_modules)
         store = Store(
-            create_engine(settings.database_url, settings.database_pool_size, settings.database_pool_overflow),
-            RetryPolicy(settings.retry_base_s, settings.retry_max_s),
-            settings.republish_after_s,
-            settings.unclaimed_republish_s,
+            create_engine(settings.database_url, settings.database_pool_size, settings.database_pool_overflow)
         )
+        timings = Timings(
+            retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s),
+            republish_after=timedelta(seconds=settings.republish_after_s),
+            unclaimed_after=timedelta(seconds=settings.unclaimed_republish_s),
+        )
+        transitions = Transitions(store, timings)
         broker: Broker = (
             RabbitBroker(settings.amqp_url, settings.delivery_limit) if settings.amqp_url else MemoryBroker()
         )
         redis_client = cache.connect(settings.redis_url)
         doorbell = cache.EventDoorbell(redis_client)
-        dispatcher = Dispatcher(store, broker, doorbell)
+        dispatcher = Dispatcher(store, broker, doorbell, timings.unclaimed_after)
         payloads = (
             PayloadStore.from_settings(
                 endpoint_url=settings.s3_endpoint_url or None,
@@ -72,13 +83,27 @@ class Platform:
         )
         engine = Engine(
             store,
+            transitions,
             dispatcher,
             payloads,
             registry,
             max_steps=settings.max_steps_per_workflow,
             max_timeout_s=settings.max_task_timeout_s,
         )
-        return cls(settings, store, broker, redis_client, doorbell, dispatcher, engine, registry, payloads)
+        queries = Queries(store, payloads)
+        return cls(
+            settings,
+            store,
+            broker,
+            redis_client,
+            doorbell,
+            dispatcher,
+            engine,
+            registry,
+            payloads,
+            queries,
+            transitions,
+        )
 
     async def start(self) -> None:
         await self.broker.connect()
@@ -115,6 +140,7 @@ class Platform:
     def worker(self) -> Worker:
         return Worker(
             self.store,
+            self.transitions,
             self.broker,
             self.dispatcher,
             self.tasks,
@@ -128,4 +154,5 @@ class Platform:
                 lease_grace_s=self.settings.lease_grace_s,
                 relay_interval_s=self.settings.relay_interval_s,
             ),
+            is_outage,
         )

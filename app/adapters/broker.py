@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
@@ -23,37 +23,9 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dead"
 
 
-class Delivery(Protocol):
-    body: bytes
-    headers: dict[str, Any]
-    delivery_count: int
-
-    async def ack(self) -> None: ...
-
-    async def reject(self) -> None:
-        """Refuse the message for good: it goes to the dead-letter queue."""
-
-
-Handler = Callable[[Delivery], Awaitable[None]]
-
-
-class Broker(Protocol):
-    async def connect(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> None: ...
-
-    async def publish(self, queue: str, messages: list[tuple[bytes, dict[str, Any]]]) -> None:
-        """Publishes (body, headers) messages; returns once the broker has confirmed every one."""
-
-    async def consume(self, queue: str, prefetch: int, handler: Handler) -> None: ...
-
-    async def consume_dead_letters(self, queue: str, handler: Handler) -> None: ...
-
-    async def stop_consuming(self) -> None: ...
-
-    async def depth(self, queue: str) -> int: ...
+# Called with each delivery: its body and headers, `ack()` once handled, `reject()` to dead-letter it (the
+# engine's `ports.Delivery`).
+Handler = Callable[[Any], Awaitable[None]]
 
 
 @dataclass

@@ -15,12 +15,10 @@ from typing import Any
 import boto3
 import orjson
 
+from app.domain import PayloadError, storable_text
+
 REFERENCE_KEY = "$payload"
 S3_SCHEME = "s3://"
-
-
-class PayloadError(Exception):
-    pass
 
 
 class UnstorableTextError(PayloadError):
@@ -28,20 +26,6 @@ class UnstorableTextError(PayloadError):
         super().__init__(
             "the value holds text with the NUL character (\\u0000) or a lone surrogate, which PostgreSQL cannot store"
         )
-
-
-def storable_text(text: str) -> str:
-    """`text` as PostgreSQL can store it: NUL (which its text and JSONB reject) and lone surrogates (which UTF-8
-    cannot encode) become U+FFFD. The one test of storable text: outputs are refused when it changes them, error
-    messages are stored through it."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        # A well-formed surrogate pair becomes its character; a lone surrogate becomes U+FFFD.
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 def contains_unstorable_text(value: Any) -> bool:

@@ -2,82 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
-from typing import Any
+from app.domain import StepSpec, WorkflowSpec
+
+__all__ = ["DefinitionError", "StepSpec", "WorkflowSpec", "validate"]
 
 
 class DefinitionError(ValueError):
     """The definition cannot run; the message names the step or field at fault."""
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    name: str
-    task: str
-    depends_on: tuple[str, ...]
-    input: dict[str, Any]
-    retries: int
-    timeout_s: float
-    queue: str
-
-    @property
-    def max_attempts(self) -> int:
-        return self.retries + 1
-
-
-@dataclass(frozen=True)
-class WorkflowSpec:
-    name: str
-    steps: tuple[StepSpec, ...]
-
-    def dependents(self) -> dict[str, list[str]]:
-        children: dict[str, list[str]] = {step.name: [] for step in self.steps}
-        for step in self.steps:
-            for parent in step.depends_on:
-                children[parent].append(step.name)
-        return children
-
-    def canonical(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "steps": [
-                {
-                    "name": s.name,
-                    "task": s.task,
-                    "depends_on": list(s.depends_on),
-                    "input": s.input,
-                    "retries": s.retries,
-                    "timeout_s": s.timeout_s,
-                    "queue": s.queue,
-                }
-                for s in self.steps
-            ],
-        }
-
-    def digest(self) -> str:
-        """Identifies the definition's content: registering the same content again creates no new version."""
-        encoded = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(encoded).hexdigest()
-
-    @classmethod
-    def from_canonical(cls, data: dict[str, Any]) -> WorkflowSpec:
-        return cls(
-            name=data["name"],
-            steps=tuple(
-                StepSpec(
-                    name=s["name"],
-                    task=s["task"],
-                    depends_on=tuple(s["depends_on"]),
-                    input=s["input"],
-                    retries=s["retries"],
-                    timeout_s=s["timeout_s"],
-                    queue=s["queue"],
-                )
-                for s in data["steps"]
-            ),
-        )
 
 
 def validate(spec: WorkflowSpec, *, known_tasks: set[str], max_steps: int, max_timeout_s: float) -> None:

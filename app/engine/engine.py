@@ -9,17 +9,17 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import orjson
 
-from app.adapters.broker import Broker
-from app.adapters.cache import EventDoorbell
-from app.adapters.payloads import PayloadStore
-from app.adapters.store import Changes, CreatedRun, Dispatch, NewRun, Store, Workflow
+from app.domain import ApiKey, Changes, CreatedRun, Dispatch, NewRun, Workflow
 from app.engine import definitions, idempotency
 from app.engine.definitions import WorkflowSpec
+from app.engine.ports import Broker, Doorbell, Payloads, Store
 from app.engine.tasks import TaskRegistry
+from app.engine.transitions import Transitions
 from app.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,9 @@ class Dispatcher:
     Recording that steps were published is off the publishing path: it only spares the relay a duplicate
     message, so the next publish need not wait for it."""
 
-    def __init__(self, store: Store, broker: Broker, doorbell: EventDoorbell):
+    def __init__(self, store: Store, broker: Broker, doorbell: Doorbell, unclaimed_after: timedelta):
         self._store = store
+        self._unclaimed_after = unclaimed_after
         self._broker = broker
         self._doorbell = doorbell
         self._pending: asyncio.Queue[tuple[Changes, float]] = asyncio.Queue()
@@ -145,7 +146,9 @@ class Dispatcher:
         while True:
             batch = await next_batch(self._published, limit=1000)
             try:
-                await self._store.mark_published([dispatch for dispatches in batch for dispatch in dispatches])
+                await self._store.mark_published(
+                    [dispatch for dispatches in batch for dispatch in dispatches], self._unclaimed_after
+                )
             except Exception:  # noqa: BLE001 - unmarked steps are merely published again by the relay
                 log.exception("recording %d publishes failed", sum(len(dispatches) for dispatches in batch))
             finally:
@@ -157,14 +160,16 @@ class Engine:
     def __init__(
         self,
         store: Store,
+        transitions: Transitions,
         dispatcher: Dispatcher,
-        payloads: PayloadStore,
+        payloads: Payloads,
         tasks: TaskRegistry,
         *,
         max_steps: int,
         max_timeout_s: float,
     ):
         self.store = store
+        self.transitions = transitions
         self.dispatcher = dispatcher
         self.payloads = payloads
         self.tasks = tasks
@@ -243,7 +248,7 @@ class Engine:
 
     async def _create(self, batch: list[tuple[list[NewRun], asyncio.Future]]) -> None:
         grouped = [run for new_runs, _ in batch for run in new_runs]
-        created, changes = await self.store.create_runs(
+        created, changes = await self.transitions.create_runs(
             grouped, lambda reuses: idempotency.check_reuses(grouped, reuses)
         )
         self.dispatcher.submit(changes)
@@ -255,14 +260,22 @@ class Engine:
 
     async def cancel_run(self, run_id: uuid.UUID) -> tuple[str | None, bool]:
         """The run's status afterwards (None: no such run) and whether this call changed it."""
-        status, changes = await self.store.cancel_run(run_id)
+        status, changes = await self.transitions.cancel_run(run_id)
         self.dispatcher.submit(changes)
         return status, bool(changes.events)
 
     async def retry_run(self, run_id: uuid.UUID) -> tuple[str | None, bool]:
-        status, changes = await self.store.retry_run(run_id)
+        status, changes = await self.transitions.retry_run(run_id)
         self.dispatcher.submit(changes)
         return status, bool(changes.events)
+
+    async def create_api_key(self, name: str, role: str, secret: str) -> ApiKey:
+        """A new active key with `role`; only the secret's hash is kept."""
+        return await self.store.create_api_key(name, role, secret)
+
+    async def revoke_api_key(self, key_id: uuid.UUID) -> bool:
+        """Whether an active key was revoked (False: no such key, or already revoked)."""
+        return await self.store.revoke_api_key(key_id)
 
 
 def _settle(future: asyncio.Future, *, result: Any = None, error: BaseException | None = None) -> None:

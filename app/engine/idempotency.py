@@ -8,20 +8,9 @@ run would tell the client a different request had run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from app.adapters.store import NewRun
-
-
-@dataclass(frozen=True)
-class KeyReuse:
-    """A request (by its position in a creation batch) that repeats a key, and what the key's first use started."""
-
-    index: int
-    workflow: str
-    input: Any
+from app.domain import KeyReuse, NewRun
 
 
 class IdempotencyKeyReusedError(ValueError):

@@ -25,13 +25,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from app.adapters.broker import Broker, Delivery
-from app.adapters.errors import is_outage
-from app.adapters.payloads import PayloadError, PayloadStore, storable_text
-from app.adapters.store import Changes, ClaimedStep, Store
+from app.domain import Changes, ClaimedStep, Outcome, PayloadError, storable_text
 from app.engine.engine import TRACE_HEADER, Dispatcher, decode_message, next_batch
-from app.engine.state import Outcome
+from app.engine.ports import Broker, Delivery, IsOutage, Payloads, Store
 from app.engine.tasks import PermanentTaskError, TaskContext, TaskRegistry
+from app.engine.transitions import Transitions
 from app.observability import metrics, step_log_context, tracing
 
 log = logging.getLogger(__name__)
@@ -64,13 +62,17 @@ class Worker:
     def __init__(
         self,
         store: Store,
+        transitions: Transitions,
         broker: Broker,
         dispatcher: Dispatcher,
         tasks: TaskRegistry,
-        payloads: PayloadStore,
+        payloads: Payloads,
         settings: WorkerSettings,
+        is_outage: IsOutage,
     ):
         self.store = store
+        self.transitions = transitions
+        self.is_outage = is_outage
         self.broker = broker
         self.dispatcher = dispatcher
         self.tasks = tasks
@@ -140,7 +142,7 @@ class Worker:
         acked. Should the database refuse that too, the broker's dead-letter queue keeps it for the consumer."""
         log.warning("dead-lettering a message: %s", reason)
         try:
-            await self.store.record_dead_letter(
+            await self.transitions.record_dead_letter(
                 self.settings.queue, storable_text(reason), [], storable_text(delivery.body.decode(errors="replace"))
             )
         except Exception:  # noqa: BLE001 - the broker's dead-letter queue is the fallback
@@ -157,7 +159,7 @@ class Worker:
             try:
                 await self._claim(batch)
             except Exception as error:  # noqa: BLE001 - an outage keeps the messages for later; poison is isolated
-                if not is_outage(error):
+                if not self.is_outage(error):
                     await self._claim_apart(batch, error)
                     continue
                 self._database_lost(error)
@@ -175,7 +177,7 @@ class Worker:
             try:
                 await self._claim([message])
             except Exception as own_error:  # noqa: BLE001 - see _claim_loop
-                if is_outage(own_error):
+                if self.is_outage(own_error):
                     self._database_lost(own_error)
                     for rest in batch[index:]:
                         self._arrivals.put_nowait(rest)
@@ -184,7 +186,7 @@ class Worker:
 
     async def _claim(self, batch: list[tuple[Delivery, list[int]]]) -> None:
         step_ids = list(dict.fromkeys(step_id for _, ids in batch for step_id in ids))
-        claimed, changes = await self.store.claim(step_ids, self.owner, self.settings.lease_s)
+        claimed, changes = await self.transitions.claim(step_ids, self.owner, self.settings.lease_s)
         self.dispatcher.submit(changes)
         claimed_ids = {step.id for step in claimed}
         for delivery, ids in batch:
@@ -270,9 +272,9 @@ class Worker:
         while True:
             await self._database_ok.wait()  # after an outage, the leases are renewed first
             try:
-                return await self.store.complete(outcomes, self.owner)
+                return await self.transitions.complete(outcomes, self.owner)
             except Exception as error:  # noqa: BLE001 - classified: outage or refused
-                if is_outage(error):
+                if self.is_outage(error):
                     self._database_lost(error)
                     continue
                 if len(outcomes) > 1:
@@ -322,7 +324,7 @@ class Worker:
         """Republishes ready steps that are due (unpublished, past their backoff, or unclaimed too long), and
         requeues steps whose worker stopped renewing its lease. A relay whose own database path was down
         requeues nothing until it has worked for a full renewal interval: live workers renew first."""
-        due = await self.store.take_due_dispatches(limit=5000)
+        due = await self.store.take_due_dispatches(limit=5000, republish_after=self.transitions.timings.republish_after)
         if due:
             self.dispatcher.submit(Changes(dispatches=due))
         if not self._database_ok.is_set() or time.monotonic() - self._database_ok_since < self.settings.lease_renew_s:
@@ -331,7 +333,7 @@ class Worker:
         expired = await self.store.expired_leases(limit=5000, grace_s=grace_s)
         if expired:
             log.warning("requeueing %d steps whose worker was lost", len(expired))
-            self.dispatcher.submit(await self.store.requeue_lost(expired, grace_s))
+            self.dispatcher.submit(await self.transitions.requeue_lost(expired, grace_s))
         metrics.QUEUE_DEPTH.labels(self.settings.queue).set(await self.broker.depth(self.settings.queue))
 
     async def _on_dead_letter(self, delivery: Delivery) -> None:
@@ -342,7 +344,7 @@ class Worker:
         reason = str(delivery.headers.get("x-first-death-reason", "rejected"))
         metrics.DEAD_LETTERS.labels(self.settings.queue).inc()
         try:
-            changes = await self.store.record_dead_letter(
+            changes = await self.transitions.record_dead_letter(
                 self.settings.queue,
                 storable_text(reason),
                 step_ids,

@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.adapters.payloads import storable_text
-from app.engine.definitions import StepSpec, WorkflowSpec
+from app.domain import StepSpec, WorkflowSpec, storable_text
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 Role = Literal["admin", "submit", "read"]

@@ -8,8 +8,8 @@ import pytest_asyncio
 import uvicorn
 import websockets
 
-from app.http import api as api_module
 from app.http.api import create_app
+from app.http.routes import events as events_route
 from tests.app.conftest import register, start
 
 pytestmark = pytest.mark.asyncio
@@ -117,7 +117,7 @@ async def test_watching_an_unknown_run_is_refused(server, api):
 
 async def test_a_quiet_stream_stays_open_until_the_run_ends(server, api, monkeypatch):
     # The stream looks for events on its own every EVENTS_POLL_S; a step quiet for several of those must not end it.
-    monkeypatch.setattr(api_module, "EVENTS_POLL_S", 0.2)
+    monkeypatch.setattr(events_route, "EVENTS_POLL_S", 0.2)
     await register(api, "slow", [{"name": "only", "task": "builtin.sleep", "input": {"seconds": 1.5}}])
     run_id = (await start(api, "slow"))["id"]
     key = api.headers["Authorization"].split()[1]

@@ -1,0 +1,87 @@
+"""The outbox: ready steps are published after their transaction commits, and the recovery sweep publishes again
+whatever the broker did not confirm or nobody claimed in time. Also the leases that keep running steps their
+worker's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.adapters.database import steps
+from app.adapters.sql import SqlDatabase
+from app.domain import Dispatch, StepStatus
+
+
+class Outbox(SqlDatabase):
+    async def mark_published(self, dispatches: list[Dispatch], unclaimed_after: timedelta) -> None:
+        """The broker confirmed these steps' messages: the relay leaves them be until `unclaimed_after` has passed.
+        Only the readiness that was published is marked (same attempt): a late mark must not hide a step that has
+        since run and become ready again (a retry), whose own message is not yet published."""
+        if not dispatches:
+            return
+        async with self.transaction() as connection:
+            timestamp = await self.dialect.clock(connection)
+            await connection.execute(
+                update(steps)
+                .where(
+                    tuple_(steps.c.id, steps.c.attempt).in_([(d.step_id, d.attempt) for d in dispatches]),
+                    steps.c.status == StepStatus.READY,
+                )
+                .values(published_at=timestamp, dispatch_after=timestamp + unclaimed_after)
+            )
+
+    async def take_due_dispatches(self, limit: int, republish_after: timedelta) -> list[Dispatch]:
+        """The recovery sweep: every ready step whose `dispatch_after` has passed, published or not. That is one
+        committed but not confirmed by the broker (a crash, a broker outage), one whose retry backoff has passed, and
+        one published but still unclaimed after `unclaimed_after` (a lost message, a claim that found it not yet
+        due): no ready step can be stranded. Their next check moves `republish_after` forward first, so concurrent
+        relays do not publish them together; the index `steps_outbox (status, dispatch_after)` serves the query."""
+
+        async def work(connection: AsyncConnection) -> list[Dispatch]:
+            timestamp = await self.dialect.clock(connection)
+            due = (
+                select(steps.c.id)
+                .where(steps.c.status == StepStatus.READY, steps.c.dispatch_after <= timestamp)
+                .order_by(steps.c.dispatch_after)
+                .limit(limit)
+            )
+            if self.dialect.is_postgresql:
+                due = due.with_for_update(skip_locked=True)
+            rows = await connection.execute(
+                update(steps)
+                .where(steps.c.id.in_(due.scalar_subquery()))
+                .values(dispatch_after=timestamp + republish_after)
+                .returning(steps.c.id, steps.c.queue, steps.c.attempt)
+            )
+            return [Dispatch(row.id, row.queue, attempt=row.attempt) for row in rows]
+
+        return await self.retrying(work)
+
+    async def expired_leases(self, limit: int, grace_s: float) -> list[int]:
+        """Running steps whose lease expired more than `grace_s` ago (by the database's clock)."""
+        async with self.reading() as connection:
+            timestamp = await self.dialect.clock(connection)
+            rows = await connection.execute(
+                select(steps.c.id)
+                .where(
+                    steps.c.status == StepStatus.RUNNING,
+                    steps.c.lease_expires_at < timestamp - timedelta(seconds=grace_s),
+                )
+                .limit(limit)
+            )
+            return list(rows.scalars())
+
+    async def renew_leases(self, owner: str, step_ids: list[int], lease_s: float) -> None:
+        """Extends `owner`'s leases on the steps it is still executing, whatever their status: a step cancelled
+        while it runs keeps its lease until its attempt ends, so a retry of the run cannot start it a second time."""
+        if not step_ids:
+            return
+        async with self.transaction() as connection:
+            timestamp = await self.dialect.clock(connection)
+            await connection.execute(
+                update(steps)
+                .where(self.dialect.among(steps.c.id, step_ids), steps.c.lease_owner == owner)
+                .values(lease_expires_at=timestamp + timedelta(seconds=lease_s))
+            )
