@@ -28,6 +28,8 @@ from app.runtime import Platform, generate_api_key
 from app.settings import Settings
 
 log = logging.getLogger("app")
+# Envoy and most HTTP clients drop idle upstream connections well within this.
+KEEP_ALIVE_S = 75
 
 DEMO_WORKFLOW = {
     "name": "demo.diamond",
@@ -43,7 +45,16 @@ DEMO_WORKFLOW = {
 def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(
-            app, host=host, port=port, lifespan="on", access_log=False, log_config=None, ws="websockets-sansio"
+            app,
+            host=host,
+            port=port,
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            ws="websockets-sansio",
+            # Longer than the idle timeout of the proxies and clients that keep connections to the API open: a
+            # server that closes an idle connection first races the next request sent on it (a reset, not a 5xx).
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
     )
 

@@ -70,7 +70,7 @@ class Platform:
         )
         redis_client = cache.connect(settings.redis_url)
         doorbell = cache.EventDoorbell(redis_client)
-        dispatcher = Dispatcher(store, broker, doorbell, timings.unclaimed_after)
+        dispatcher = Dispatcher(store, broker, doorbell)
         payloads = (
             PayloadStore.from_settings(
                 endpoint_url=settings.s3_endpoint_url or None,

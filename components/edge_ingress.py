@@ -25,6 +25,8 @@ ACME_SERVERS = {
     "letsencrypt-production": "https://acme-v02.api.letsencrypt.org/directory",
 }
 ENVOY_GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+# Shorter than the API server's keep-alive (app/__main__.py KEEP_ALIVE_S).
+UPSTREAM_IDLE_TIMEOUT = "60s"
 RATE_LIMIT_STORE_USERS = f"{RATE_LIMIT_STORE}-users"
 # Envoy Gateway gives its shutdown-manager sidecar the Envoy container's securityContext, read-only root included,
 # and no volume of its own; it writes /tmp/shutdown-ready when the drain is done.
@@ -257,6 +259,9 @@ class EdgeIngress(pulumi.ComponentResource):
                 **_route_target("api"),
                 "rateLimit": _per_client_rate_limit(edge.rate_limit_per_client),
                 "requestBuffer": {"limit": edge.max_request_body_size},
+                # Envoy closes an idle connection to the API before the API would (its keep-alive is longer), so
+                # a request never goes out on a connection the API is closing at that moment.
+                "timeout": {"http": {"connectionIdleTimeout": UPSTREAM_IDLE_TIMEOUT}},
             },
             opts,
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.database import steps
@@ -15,35 +15,42 @@ from app.domain import Dispatch, StepStatus
 
 
 class Outbox(SqlDatabase):
-    async def mark_published(self, dispatches: list[Dispatch], unclaimed_after: timedelta) -> None:
-        """The broker confirmed these steps' messages: the relay leaves them be until `unclaimed_after` has passed.
+    async def mark_published(self, dispatches: list[Dispatch]) -> None:
+        """The broker confirmed these steps' messages: the sweep leaves them be until they go unclaimed too long.
         Only the readiness that was published is marked (same attempt): a late mark must not hide a step that has
-        since run and become ready again (a retry), whose own message is not yet published."""
+        since run and become ready again (a retry), whose own message is not yet published. Only `published_at`
+        changes, a column no index holds, so PostgreSQL updates the row in place (HOT) on this hot path."""
         if not dispatches:
             return
         async with self.transaction() as connection:
-            timestamp = await self.dialect.clock(connection)
             await connection.execute(
                 update(steps)
                 .where(
-                    tuple_(steps.c.id, steps.c.attempt).in_([(d.step_id, d.attempt) for d in dispatches]),
+                    self.dialect.pairs_among(steps.c.id, steps.c.attempt, [(d.step_id, d.attempt) for d in dispatches]),
                     steps.c.status == StepStatus.READY,
                 )
-                .values(published_at=timestamp, dispatch_after=timestamp + unclaimed_after)
+                .values(published_at=self.dialect.now_in_statement())
             )
 
-    async def take_due_dispatches(self, limit: int, republish_after: timedelta) -> list[Dispatch]:
-        """The recovery sweep: every ready step whose `dispatch_after` has passed, published or not. That is one
-        committed but not confirmed by the broker (a crash, a broker outage), one whose retry backoff has passed, and
-        one published but still unclaimed after `unclaimed_after` (a lost message, a claim that found it not yet
-        due): no ready step can be stranded. Their next check moves `republish_after` forward first, so concurrent
-        relays do not publish them together; the index `steps_outbox (status, dispatch_after)` serves the query."""
+    async def take_due_dispatches(
+        self, limit: int, republish_after: timedelta, unclaimed_after: timedelta
+    ) -> list[Dispatch]:
+        """The recovery sweep: every ready step whose `dispatch_after` has passed, unless the broker confirmed its
+        message less than `unclaimed_after` ago. That is one committed but not confirmed by the broker (a crash, a
+        broker outage), one whose retry backoff has passed, and one published but still unclaimed after
+        `unclaimed_after` (a lost message, a claim that found it not yet due): no ready step can be stranded. Their
+        next check moves `republish_after` forward first, so concurrent relays do not publish them together; the
+        index `steps_outbox (status, dispatch_after)` serves the query."""
 
         async def work(connection: AsyncConnection) -> list[Dispatch]:
             timestamp = await self.dialect.clock(connection)
             due = (
                 select(steps.c.id)
-                .where(steps.c.status == StepStatus.READY, steps.c.dispatch_after <= timestamp)
+                .where(
+                    steps.c.status == StepStatus.READY,
+                    steps.c.dispatch_after <= timestamp,
+                    or_(steps.c.published_at.is_(None), steps.c.published_at <= timestamp - unclaimed_after),
+                )
                 .order_by(steps.c.dispatch_after)
                 .limit(limit)
             )

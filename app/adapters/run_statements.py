@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, update
 
 from app.adapters.database import events, runs, steps, workflows
 from app.adapters.sql import Statements
@@ -66,7 +66,7 @@ class RunStatements(Statements):
         found = await self.connection.execute(
             select(
                 runs.c.id, runs.c.workflow_name, runs.c.status, runs.c.input, runs.c.api_key_id, runs.c.idempotency_key
-            ).where(tuple_(runs.c.api_key_id, runs.c.idempotency_key).in_(list(keys)))
+            ).where(self.dialect.pairs_among(runs.c.api_key_id, runs.c.idempotency_key, keys))
         )
         return {(row.api_key_id, row.idempotency_key): row for row in found}
 

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import any_, bindparam, func, select
+from sqlalchemy import and_, any_, bindparam, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -42,6 +42,18 @@ class Dialect:
             return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
         return column.in_(values)
 
+    def pairs_among(self, first, second, pairs: Iterable[tuple]):
+        """`(first, second) IN pairs`. On PostgreSQL a join with two array parameters zipped by `unnest`, for the
+        same reason as `among` (an expanded list of row values is a new statement for every batch size), and
+        because the planner then looks each pair up by index instead of matching the table against a list."""
+        pairs = list(pairs)
+        if not self.is_postgresql:
+            return tuple_(first, second).in_(pairs)
+        firsts = bindparam(None, [pair[0] for pair in pairs], type_=postgresql.ARRAY(first.type))
+        seconds = bindparam(None, [pair[1] for pair in pairs], type_=postgresql.ARRAY(second.type))
+        zipped = func.unnest(firsts, seconds).table_valued("first", "second").render_derived()
+        return and_(first == zipped.c.first, second == zipped.c.second)
+
     def insert(self, table):
         """INSERT with ON CONFLICT support in the current dialect."""
         return (postgresql.insert if self.is_postgresql else sqlite.insert)(table)
@@ -49,6 +61,11 @@ class Dialect:
     def locking(self, query):
         """`query` FOR UPDATE where rows can be locked (SQLite's transactions take turns instead)."""
         return query.with_for_update() if self.is_postgresql else query
+
+    def now_in_statement(self):
+        """The database's time as a value of the statement itself, where nothing else needs to know it: no round
+        trip of its own. SQLite's is this process's clock, the only one there."""
+        return func.now() if self.is_postgresql else now()
 
     async def clock(self, connection: AsyncConnection) -> datetime:
         """The database's time, the one clock every process compares against (ready_at, dispatch_after, leases):

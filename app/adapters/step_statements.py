@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from app.adapters.database import steps
 from app.adapters.sql import Statements
@@ -52,7 +52,7 @@ class StepStatements(Statements):
         """The outputs of the (run, step name) pairs, by run and name."""
         rows = await self.connection.execute(
             select(steps.c.run_id, steps.c.name, steps.c.output).where(
-                tuple_(steps.c.run_id, steps.c.name).in_(list(wanted))
+                self.dialect.pairs_among(steps.c.run_id, steps.c.name, wanted)
             )
         )
         outputs: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
@@ -66,7 +66,7 @@ class StepStatements(Statements):
         if owner is None:
             return query
         return query.where(
-            steps.c.lease_owner == owner, tuple_(steps.c.id, steps.c.attempt).in_(list(attempts.items()))
+            steps.c.lease_owner == owner, self.dialect.pairs_among(steps.c.id, steps.c.attempt, attempts.items())
         )
 
     async def end_attempts(
@@ -84,7 +84,7 @@ class StepStatements(Statements):
         await self.connection.execute(
             update(steps)
             .where(
-                tuple_(steps.c.id, steps.c.attempt).in_(list(attempts.items())),
+                self.dialect.pairs_among(steps.c.id, steps.c.attempt, attempts.items()),
                 steps.c.lease_owner == owner,
                 steps.c.status != StepStatus.RUNNING,
             )

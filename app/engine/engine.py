@@ -9,7 +9,6 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -85,9 +84,8 @@ class Dispatcher:
     Recording that steps were published is off the publishing path: it only spares the relay a duplicate
     message, so the next publish need not wait for it."""
 
-    def __init__(self, store: Store, broker: Broker, doorbell: Doorbell, unclaimed_after: timedelta):
+    def __init__(self, store: Store, broker: Broker, doorbell: Doorbell):
         self._store = store
-        self._unclaimed_after = unclaimed_after
         self._broker = broker
         self._doorbell = doorbell
         self._pending: asyncio.Queue[tuple[Changes, float]] = asyncio.Queue()
@@ -146,9 +144,7 @@ class Dispatcher:
         while True:
             batch = await next_batch(self._published, limit=1000)
             try:
-                await self._store.mark_published(
-                    [dispatch for dispatches in batch for dispatch in dispatches], self._unclaimed_after
-                )
+                await self._store.mark_published([dispatch for dispatches in batch for dispatch in dispatches])
             except Exception:  # noqa: BLE001 - unmarked steps are merely published again by the relay
                 log.exception("recording %d publishes failed", sum(len(dispatches) for dispatches in batch))
             finally:

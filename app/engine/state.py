@@ -368,8 +368,9 @@ def after_release(transition: Transition, release: Release, now_ready: Iterable[
 
 def stale_attempt_released(timestamp: datetime) -> dict[str, Any]:
     """The column values of a step whose ended attempt is no longer its own (the run was cancelled, retried, or
-    the lease taken over): the attempt gives up its lease, so the step may be claimed, and published, at once."""
-    return {**LEASE_ENDED, "dispatch_after": timestamp}
+    the lease taken over): the attempt gives up its lease, so the step may be claimed, and published, at once. Its
+    earlier message was skipped while the lease was live, so it counts as unpublished for the recovery sweep."""
+    return {**LEASE_ENDED, "dispatch_after": timestamp, "published_at": None}
 
 
 # Lost workers and dead letters

@@ -324,7 +324,10 @@ class Worker:
         """Republishes ready steps that are due (unpublished, past their backoff, or unclaimed too long), and
         requeues steps whose worker stopped renewing its lease. A relay whose own database path was down
         requeues nothing until it has worked for a full renewal interval: live workers renew first."""
-        due = await self.store.take_due_dispatches(limit=5000, republish_after=self.transitions.timings.republish_after)
+        timings = self.transitions.timings
+        due = await self.store.take_due_dispatches(
+            limit=5000, republish_after=timings.republish_after, unclaimed_after=timings.unclaimed_after
+        )
         if due:
             self.dispatcher.submit(Changes(dispatches=due))
         if not self._database_ok.is_set() or time.monotonic() - self._database_ok_since < self.settings.lease_renew_s:

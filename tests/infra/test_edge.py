@@ -3,6 +3,7 @@ rate limit, and the Valkey that keeps the rate limit's counters."""
 
 import pytest
 
+from app.__main__ import KEEP_ALIVE_S
 from components.charts import VALKEY
 from components.edge_ingress import ENVOY_PROXY_NAME, RATE_LIMIT_STORE_USERS
 from components.network import RATE_LIMIT_STORE
@@ -225,3 +226,9 @@ def test_the_rate_limit_valkey_is_restricted_and_selected_by_its_network_policy(
         and p["metadata"]["name"] == "rate-limit-to-store-ingress"
     ]
     assert ingress["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_envoy_drops_idle_connections_to_the_api_before_the_api_does(stack):
+    (policy,) = [p for p in stack.kind("BackendTrafficPolicy") if p["metadata"]["name"] == "api"]
+    idle = policy["spec"]["timeout"]["http"]["connectionIdleTimeout"]
+    assert idle.endswith("s") and int(idle[:-1]) < KEEP_ALIVE_S

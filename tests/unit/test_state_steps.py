@@ -181,7 +181,12 @@ def test_a_worker_may_end_only_running_steps_and_the_platform_also_ready_ones():
 
 
 def test_an_attempt_that_is_no_longer_its_steps_gives_up_its_lease_and_lets_the_step_be_published():
-    assert state.stale_attempt_released(NOW) == {"lease_owner": None, "lease_expires_at": None, "dispatch_after": NOW}
+    assert state.stale_attempt_released(NOW) == {
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "dispatch_after": NOW,
+        "published_at": None,
+    }
 
 
 def test_a_retried_run_readies_the_steps_whose_parents_succeeded_and_waits_the_others():
