@@ -59,6 +59,7 @@ def percentile(values: list[float], fraction: float) -> float:
 class Deployment:
     url: str
     metrics_urls: list[str]
+    api_pid: int
 
 
 @contextmanager
@@ -94,7 +95,7 @@ def platform(workers: int = 1, extra_env: dict[str, str] | None = None):
     try:
         for ready_url in [f"{url}/readyz", *(m.replace("/metrics", "/healthz") for m in metrics_urls[1:])]:
             _wait_ready(ready_url)
-        yield Deployment(url, metrics_urls)
+        yield Deployment(url, metrics_urls, processes[0].pid)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
