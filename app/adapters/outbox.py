@@ -43,7 +43,7 @@ class Outbox(SqlDatabase):
         index `steps_outbox (status, dispatch_after)` serves the query."""
 
         async def work(connection: AsyncConnection) -> list[Dispatch]:
-            timestamp = await self.dialect.clock(connection)
+            timestamp = self.dialect.now_in_statement()
             due = (
                 select(steps.c.id)
                 .where(
@@ -69,7 +69,7 @@ class Outbox(SqlDatabase):
     async def expired_leases(self, limit: int, grace_s: float) -> list[int]:
         """Running steps whose lease expired more than `grace_s` ago (by the database's clock)."""
         async with self.reading() as connection:
-            timestamp = await self.dialect.clock(connection)
+            timestamp = self.dialect.now_in_statement()
             rows = await connection.execute(
                 select(steps.c.id)
                 .where(
@@ -86,7 +86,7 @@ class Outbox(SqlDatabase):
         if not step_ids:
             return
         async with self.transaction() as connection:
-            timestamp = await self.dialect.clock(connection)
+            timestamp = self.dialect.now_in_statement()
             await connection.execute(
                 update(steps)
                 .where(self.dialect.among(steps.c.id, step_ids), steps.c.lease_owner == owner)
