@@ -3,7 +3,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: venv test manifests config-reference dev bench
+.PHONY: venv test manifests config-reference dev bench preview-comment
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,19 @@ test: venv
 ## Write what a stack creates as manifests: make manifests STACK=prod (into manifests/prod/).
 manifests: venv
 	$(PYTHON) -m tools.render $(STACK) manifests/$(STACK)
+
+## A pull request comment from `pulumi preview --json` output: make preview-comment PREVIEW=preview.json STACK=prod.
+## EVENTS=<the preview's --event-log file> adds the policy violations the JSON leaves out; COMMENT=<existing comment
+## body> replaces this stack's section in it and keeps the other stacks'.
+preview-comment: venv
+	$(PYTHON) -m tools.preview_comment --stack $(STACK) $(if $(EVENTS),--events $(EVENTS)) \
+		$(if $(COMMENT),--merge-into $(COMMENT)) $(PREVIEW)
+
+## What a stack costs a month (at its autoscalers' minimum and maximum) and how fast it scales out under a burst:
+## make capacity STACK=prod. SPOT=0.65 prices compute at spot rates.
+.PHONY: capacity
+capacity: venv
+	$(PYTHON) -m capacity $(STACK) $(if $(SPOT),--spot-discount $(SPOT))
 
 ## Regenerate the README's configuration reference from Pulumi.yaml and the stack files.
 config-reference: venv

@@ -6,13 +6,14 @@ components never import each other: what one needs of another is handed over her
 
 import pulumi
 
+from capacity.workloads import monthly
 from components import config
 from components.app_tier import AppTier, AppTierArgs
 from components.data_plane import DataPlane, DataPlaneArgs
 from components.edge_ingress import Backend, EdgeIngress, EdgeIngressArgs
 from components.interfaces import Connections
 from components.network import PlatformNamespaces, platform_flows
-from components.observability import Observability, ObservabilityArgs, otlp_endpoint
+from components.observability import Observability, ObservabilityArgs, otlp_endpoint, prometheus_url
 from components.worker_pool import WorkerPool, WorkerPoolArgs
 
 stack = config.load()
@@ -48,8 +49,11 @@ app = AppTier(
         otlp_endpoint=otlp_endpoint(namespaces.observability),
         database_ready=data.postgres_ready,
         broker_ready=data.broker_ready,
+        install_keda=stack.installs("keda"),
+        keda_namespace=namespaces.keda,
         install_metrics_server=stack.installs("metrics-server"),
         metrics_server_namespace=namespaces.metrics_server,
+        prometheus_url=prometheus_url(namespaces.observability),
         flows=flows,
     ),
 )
@@ -64,22 +68,8 @@ workers = WorkerPool(
         connection_files=app.connection_files,
         connection_secret_name=app.connection_secret_name,
         amqp_url_key=Connections.AMQP_URL_KEY,
-        install_keda=stack.installs("keda"),
-        keda_namespace=namespaces.keda,
-        flows=flows,
+        autoscaler_ready=app.autoscaler_ready,
         ready=[*app.schema_ready, *data.broker_ready],
-    ),
-)
-
-observability = Observability(
-    "observability",
-    ObservabilityArgs(
-        namespace=namespaces.observability,
-        config=stack.observability,
-        storage_class=stack.storage_class,
-        install_prometheus_stack=stack.installs("kube-prometheus-stack"),
-        scrape_targets=(*app.scrape_targets, *workers.scrape_targets, *data.scrape_targets),
-        flows=flows,
     ),
 )
 
@@ -97,9 +87,25 @@ edge = EdgeIngress(
     ),
 )
 
+observability = Observability(
+    "observability",
+    ObservabilityArgs(
+        namespace=namespaces.observability,
+        stack=pulumi.get_stack(),
+        config=stack.observability,
+        storage_class=stack.storage_class,
+        install_prometheus_stack=stack.installs("kube-prometheus-stack"),
+        scrape_targets=(*app.scrape_targets, *workers.scrape_targets, *data.scrape_targets, *edge.scrape_targets),
+        flows=flows,
+    ),
+)
+
 pulumi.export("apiUrl", edge.api_url)
 pulumi.export("webSocketUrl", edge.ws_url)
 pulumi.export("imageRef", app.image_ref)
 pulumi.export("appNamespace", app.namespace)
 pulumi.export("bootstrapApiKeySecret", app.bootstrap_key_secret_name)
 pulumi.export("grafanaAdminSecret", observability.grafana_admin_secret_name)
+# What the stack's pods request, its volumes and its load balancer cost a month (`make capacity` for the breakdown).
+cost_at_min, cost_at_max = monthly(stack)
+pulumi.export("monthlyCostUsd", {"min": round(cost_at_min.total, 2), "max": round(cost_at_max.total, 2)})

@@ -1,4 +1,4 @@
-"""`python -m app api|worker|migrate|dev`: the container contract's entry point."""
+"""`python -m app api|worker|migrate|dev|smoke`: the container contract's entry point."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from app import migrations
+from app import migrations, smoke
 from app.http.api import create_app
 from app.http.schemas import WorkflowIn
 from app.liveness import Liveness
@@ -158,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--database", help="SQLite file (default: a file in the temp directory)")
+    smoke.add_arguments(roles.add_parser("smoke", help="run a workflow end to end through a deployed API, then exit"))
     args = parser.parse_args(argv)
+    if args.role == "smoke":
+        # A client of the API: the platform's own settings, logging and tracing are not its concern.
+        return smoke.main(args)
 
     try:
         settings = Settings()

@@ -34,6 +34,32 @@ class metrics:  # noqa: N801 - a namespace of the process's metrics
     )
     QUEUE_DEPTH = Gauge("workflow_queue_depth", "Ready messages waiting in a queue.", ["queue"])
     DEAD_LETTERS = Counter("workflow_dead_letters_total", "Messages dead-lettered.", ["queue"])
+    RUNS_FINISHED = Counter("workflow_runs_finished", "Runs that reached a final status.", ["status"])
+    # Both ages count from when the step became due (ready_at): published_at moves on every republish, so an age
+    # from it would never exceed the unclaimed republish interval however long the step waits.
+    READY_STEP_OLDEST_AGE = Gauge(
+        "workflow_ready_step_oldest_age_seconds",
+        "How long the oldest due ready step has waited without its message confirmed by the broker (0: none).",
+        ["queue"],
+    )
+    QUEUE_OLDEST_MESSAGE_AGE = Gauge(
+        "workflow_queue_oldest_message_age_seconds",
+        "How long the oldest due ready step whose message the broker confirmed has waited unclaimed (0: none).",
+        ["queue"],
+    )
+    LEASE_EXPIRIES = Counter(
+        "workflow_lease_expiries", "Running steps requeued because their worker's lease expired.", ["queue"]
+    )
+    STEPS_REPUBLISHED = Counter(
+        "workflow_steps_republished",
+        "Ready steps the relay published again: never confirmed by the broker, or confirmed but unclaimed.",
+        ["queue", "reason"],
+    )
+    RELAY_LAST_SUCCESS = Gauge(
+        "workflow_relay_last_success_timestamp_seconds", "When the relay last completed a pass (unix time).", ["queue"]
+    )
+    WORKER_SLOTS = Gauge("workflow_worker_slots", "Steps the worker runs at once at most.", ["queue"])
+    WORKER_BUSY_SLOTS = Gauge("workflow_worker_busy_slots", "Steps the worker is running now.", ["queue"])
 
 
 class tracing:  # noqa: N801 - helpers around the OpenTelemetry API

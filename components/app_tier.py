@@ -1,4 +1,5 @@
-"""AppTier: the platform's namespace, image, database migrations and the autoscaled HTTP API."""
+"""AppTier: the platform's namespace, image, database migrations, the autoscaled HTTP API, and the autoscaling
+add-ons every workload's ScaledObject relies on."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import pulumi_docker_build as docker_build
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.charts import METRICS_SERVER
+from components.charts import KEDA, METRICS_SERVER
 from components.config import ApiConfig, EngineTimings, ImageConfig, Resources
 from components.interfaces import Connections, ScrapeTarget
 from components.labels import labels, selector_labels
-from components.namespaces import install_addon, platform_namespace
-from components.network import Flow
+from components.namespaces import InstalledAddOn, install_addon, platform_namespace
+from components.network import KEDA_OPERATOR_METRICS_PORT, Flow
 from components.ports import API_PORT, METRICS_SERVER_PORT
 from components.workload import (
     HttpProbes,
@@ -50,9 +51,14 @@ class AppTierArgs:
     database_ready: Sequence[pulumi.Resource]
     # Resources that are ready only once the broker accepts connections: the API waits for them.
     broker_ready: Sequence[pulumi.Resource]
-    # metrics-server serves the metrics API the API's HorizontalPodAutoscaler reads (add-on `metrics-server`).
+    # The autoscaling add-ons: KEDA runs every workload's ScaledObject (add-on `keda`), and metrics-server serves the
+    # metrics API its CPU and memory triggers read (add-on `metrics-server`).
+    install_keda: bool
+    keda_namespace: str
     install_metrics_server: bool
     metrics_server_namespace: str
+    # Prometheus's query address: KEDA reads the API's request rate there.
+    prometheus_url: pulumi.Input[str]
     # The platform's flow table: the namespaces created here get their NetworkPolicies from it.
     flows: Sequence[Flow]
 
@@ -66,7 +72,12 @@ class AppTier(pulumi.ComponentResource):
             args.namespace, pod_security="restricted", component="app", flows=args.flows, parent=self
         )
         self.image_ref = self._image(args.image, args.build_context, pulumi.ResourceOptions(parent=self))
-        metrics_api = self._metrics_server(args)
+        keda = self._keda(args)
+        # What every ScaledObject waits for, the workers' too: KEDA's CRDs and operator, and the metrics API.
+        self.autoscaler_ready: list[pulumi.Resource] = [
+            *([keda.installer] if keda else []),
+            *self._metrics_server(args),
+        ]
         self._secrets(args.connections)
         self.runtime_env = [
             {"name": "APP_LOG_FORMAT", "value": "json"},
@@ -97,9 +108,11 @@ class AppTier(pulumi.ComponentResource):
         )
         self.service_name = self._service()
         self.service_port = API_PORT
-        self.scrape_targets = (ScrapeTarget("workflow-api", args.namespace, selector_labels("api"), "http", API_PORT),)
-        # Without the metrics API the autoscaler reads nothing and never scales.
-        self._autoscaler(args.api, api, pulumi.ResourceOptions(parent=self, depends_on=metrics_api))
+        self.scrape_targets = (
+            ScrapeTarget("workflow-api", args.namespace, selector_labels("api"), "http", API_PORT),
+            *([_keda_operator_metrics(keda.namespace)] if keda else []),
+        )
+        self._autoscaler(args, api, pulumi.ResourceOptions(parent=self, depends_on=self.autoscaler_ready))
 
         self.register_outputs(
             {
@@ -111,8 +124,16 @@ class AppTier(pulumi.ComponentResource):
             }
         )
 
+    def _keda(self, args: AppTierArgs) -> InstalledAddOn | None:
+        """KEDA, when the stack installs it."""
+        if not args.install_keda:
+            return None
+        return install_addon(
+            KEDA, namespace=args.keda_namespace, component="keda", flows=args.flows, parent=self, values=KEDA_VALUES
+        )
+
     def _metrics_server(self, args: AppTierArgs) -> list[pulumi.Resource]:
-        """metrics-server, when the stack installs it: what the autoscaler waits for."""
+        """metrics-server, when the stack installs it: what the CPU and memory triggers read."""
         if not args.install_metrics_server:
             return []
         metrics_server = install_addon(
@@ -195,33 +216,40 @@ class AppTier(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         ).metadata.name
 
-    def _autoscaler(self, api: ApiConfig, target: k8s.apps.v1.Deployment, opts: pulumi.ResourceOptions) -> None:
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+    def _autoscaler(self, args: AppTierArgs, target: k8s.apps.v1.Deployment, opts: pulumi.ResourceOptions) -> None:
+        """A KEDA ScaledObject on the API's request rate, CPU and memory: the HPA it owns follows the busiest."""
+        api = args.api
+        k8s.apiextensions.CustomResource(
             "workflow-api",
-            metadata={"name": "workflow-api", "namespace": self.namespace, "labels": labels("api")},
+            api_version="keda.sh/v1alpha1",
+            kind="ScaledObject",
+            metadata={
+                "name": "workflow-api",
+                "namespace": self.namespace,
+                "labels": labels("api"),
+                # Stacks deployed before ran a plain HPA of this name on the API: KEDA takes it over instead of
+                # refusing a second autoscaler on the Deployment.
+                "annotations": {"scaledobject.keda.sh/transfer-hpa-ownership": "true"},
+            },
             spec={
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.metadata.name},
-                "minReplicas": api.replicas.min,
-                "maxReplicas": api.replicas.max,
-                "metrics": [
-                    _utilisation("cpu", api.scale_cpu_percent),
-                    _utilisation("memory", api.scale_memory_percent),
+                "scaleTargetRef": {"name": target.metadata.name},
+                "minReplicaCount": api.replicas.min,
+                "maxReplicaCount": api.replicas.max,
+                **api.scaling.scaled_object_settings(hpa_name="workflow-api"),
+                "triggers": [
+                    {
+                        "type": "prometheus",
+                        "name": "requests-per-second",
+                        # AverageValue (the default): the HPA divides the query's total by the pods it counts.
+                        "metadata": {
+                            "serverAddress": args.prometheus_url,
+                            "query": requests_per_second_query(args.namespace),
+                            "threshold": str(api.requests_per_second_target),
+                        },
+                    },
+                    _utilisation_trigger("cpu", api.scale_cpu_percent),
+                    _utilisation_trigger("memory", api.scale_memory_percent),
                 ],
-                "behavior": {
-                    # Bursts of run submissions arrive within seconds: double (or add 4 pods) every 15 s, at once.
-                    "scaleUp": {
-                        "stabilizationWindowSeconds": 0,
-                        "selectPolicy": "Max",
-                        "policies": [
-                            {"type": "Percent", "value": 100, "periodSeconds": 15},
-                            {"type": "Pods", "value": 4, "periodSeconds": 15},
-                        ],
-                    },
-                    "scaleDown": {
-                        "stabilizationWindowSeconds": 300,
-                        "policies": [{"type": "Percent", "value": 20, "periodSeconds": 60}],
-                    },
-                },
             },
             opts=opts,
         )
@@ -279,11 +307,25 @@ class AppTier(pulumi.ComponentResource):
 _WAIT_FOR_MIGRATIONS = f"{MIGRATE_DEADLINE_SECONDS // 60 + 5}m"
 
 
-def _utilisation(resource: str, percent: int) -> dict:
-    return {
-        "type": "Resource",
-        "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}},
-    }
+def _keda_operator_metrics(namespace: pulumi.Input[str]) -> ScrapeTarget:
+    """The keda_* series: the chart's Service `keda-operator` serves them on its port `metrics` once
+    prometheus.operator is enabled. The monitor is Observability's, like every other: one the chart rendered would
+    need the monitoring CRDs before KEDA could install."""
+    operator = "keda-operator"
+    return ScrapeTarget(
+        operator, namespace, {"app.kubernetes.io/name": operator}, "metrics", KEDA_OPERATOR_METRICS_PORT
+    )
+
+
+def requests_per_second_query(namespace: str) -> str:
+    """HTTP requests per second the API pods of `namespace` answer together: one number, as KEDA requires. Only the
+    API records the series; a minute holds four scrapes (every 15 s), enough for rate() yet quick to follow a burst."""
+    return f'sum(rate(workflow_http_request_duration_seconds_count{{namespace="{namespace}"}}[1m]))'
+
+
+def _utilisation_trigger(resource: str, percent: int) -> dict:
+    """A KEDA trigger on the pods' average `resource` use, in percent of their request (read from metrics-server)."""
+    return {"type": resource, "metricType": "Utilization", "metadata": {"value": str(percent)}}
 
 
 METRICS_SERVER_VALUES = {
@@ -300,4 +342,17 @@ METRICS_SERVER_VALUES = {
         "seccompProfile": {"type": "RuntimeDefault"},
     },
     "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"cpu": "1", "memory": "500Mi"}},
+}
+
+
+KEDA_VALUES = {
+    "resources": {
+        "operator": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "metricServer": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "webhooks": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+    },
+    "prometheus": {
+        "operator": {"enabled": True, "port": KEDA_OPERATOR_METRICS_PORT},
+        "metricServer": {"enabled": True},
+    },
 }

@@ -46,6 +46,12 @@ _DIGEST_REF = re.compile(
 _REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_FRACTION = re.compile(r"^0\.(?!0+$)\d+$")
+_SECONDS = re.compile(r"^\d+(\.\d+)?$")
+# The bucket bounds of the API's latency histogram (app/observability.py `_FAST_BUCKETS`; components never import
+# app/, tests/infra/test_alerts.py checks the two agree). The latency SLI counts the requests of the bucket at or below
+# the threshold, so the threshold must be one of these bounds.
+API_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,103 @@ class ImageConfig:
 
 
 @dataclass(frozen=True)
+class ScalingPolicy:
+    """One HPA behaviour policy: change by at most `value` (Percent of current pods, or Pods) per period."""
+
+    kind: str
+    value: int
+    period_seconds: int
+
+    def __post_init__(self):
+        if self.kind not in ("Percent", "Pods"):
+            raise ValueError(f"a scaling policy's kind is Percent or Pods, not {self.kind!r}")
+
+    def to_k8s(self) -> dict:
+        return {"type": self.kind, "value": self.value, "periodSeconds": self.period_seconds}
+
+
+@dataclass(frozen=True)
+class ScalingDirection:
+    """How fast one direction (up or down) may go: the HPA picks the policy allowing the most (Max) or least (Min)."""
+
+    stabilization_window_seconds: int
+    select_policy: str
+    policies: tuple[ScalingPolicy, ...]
+
+    def __post_init__(self):
+        if self.select_policy not in ("Max", "Min"):
+            raise ValueError(f"a scaling direction's select policy is Max or Min, not {self.select_policy!r}")
+
+    def to_k8s(self) -> dict:
+        return {
+            "stabilizationWindowSeconds": self.stabilization_window_seconds,
+            "selectPolicy": self.select_policy,
+            "policies": [policy.to_k8s() for policy in self.policies],
+        }
+
+
+@dataclass(frozen=True)
+class ScalingBehaviour:
+    """How a workload's autoscaler moves: KEDA's trigger polling and cooldown, and the HPA behaviour it passes on."""
+
+    # KEDA reads each trigger this often (and activates a workload scaled to zero no sooner).
+    polling_interval_seconds: int
+    # KEDA waits this long after the last active trigger before scaling to zero (only with a minimum of 0).
+    cooldown_seconds: int
+    scale_up: ScalingDirection
+    scale_down: ScalingDirection
+
+    def hpa_behavior(self) -> dict:
+        """The HorizontalPodAutoscaler `behavior`, as KEDA takes it in advanced.horizontalPodAutoscalerConfig."""
+        return {"scaleUp": self.scale_up.to_k8s(), "scaleDown": self.scale_down.to_k8s()}
+
+    def scaled_object_settings(self, hpa_name: str | None = None) -> dict:
+        """The ScaledObject spec fields these settings fill; the HPA KEDA creates is `hpa_name`, or by default
+        keda-hpa-<ScaledObject name>."""
+        hpa = {"behavior": self.hpa_behavior(), **({"name": hpa_name} if hpa_name else {})}
+        return {
+            "pollingInterval": self.polling_interval_seconds,
+            "cooldownPeriod": self.cooldown_seconds,
+            "advanced": {"horizontalPodAutoscalerConfig": hpa},
+        }
+
+
+# Bursts of run submissions arrive within seconds: double (or add 4 pods) every 15 s, at once; shrink slowly.
+API_SCALING = ScalingBehaviour(
+    polling_interval_seconds=5,
+    cooldown_seconds=300,
+    scale_up=ScalingDirection(
+        stabilization_window_seconds=0,
+        select_policy="Max",
+        policies=(ScalingPolicy("Percent", 100, 15), ScalingPolicy("Pods", 4, 15)),
+    ),
+    scale_down=ScalingDirection(
+        stabilization_window_seconds=300, select_policy="Max", policies=(ScalingPolicy("Percent", 20, 60),)
+    ),
+)
+# A filling queue doubles the workers every 15 s; they leave 10% a minute, so a lull does not strand queued steps.
+WORKER_SCALING = ScalingBehaviour(
+    polling_interval_seconds=5,
+    cooldown_seconds=300,
+    scale_up=ScalingDirection(
+        stabilization_window_seconds=0, select_policy="Max", policies=(ScalingPolicy("Percent", 100, 15),)
+    ),
+    scale_down=ScalingDirection(
+        stabilization_window_seconds=300, select_policy="Max", policies=(ScalingPolicy("Percent", 10, 60),)
+    ),
+)
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     replicas: Replicas
     resources: Resources
     scale_cpu_percent: int
     scale_memory_percent: int
+    # HTTP requests per second one API pod is sized for; the autoscaler adds pods above it.
+    requests_per_second_target: int
     database_connections: int
+    scaling: ScalingBehaviour = API_SCALING
 
 
 @dataclass(frozen=True)
@@ -94,8 +191,10 @@ class WorkerConfig:
     max_task_timeout_seconds: int
     queue: str
     queue_length_target: int
+    scale_cpu_percent: int
     egress_cidrs: tuple[str, ...]
     database_connections: int
+    scaling: ScalingBehaviour = WORKER_SCALING
 
 
 @dataclass(frozen=True)
@@ -129,12 +228,25 @@ class PostgresConfig(StatefulServiceConfig):
 
 
 @dataclass(frozen=True)
+class ServiceLevelObjectives:
+    """What the API promises, over any 30 days: the fraction of requests answered without a 5xx, and the fraction
+    answered within `latency_seconds`."""
+
+    availability: float
+    latency_seconds: float
+    latency_target: float
+
+
+@dataclass(frozen=True)
 class ObservabilityConfig:
     prometheus_retention: str
     prometheus_storage_size: str
     prometheus_replicas: int
+    # Prometheus' memory grows with the series it holds in its head block and the samples its queries read back.
+    prometheus_resources: Resources
     alertmanager_replicas: int
     alert_receivers: AlertReceivers
+    objectives: ServiceLevelObjectives
 
 
 @dataclass(frozen=True)
@@ -169,6 +281,8 @@ class StackConfig:
     redis: StatefulServiceConfig
     observability: ObservabilityConfig
     edge: EdgeConfig
+    # What the platform promised the stack would cost a month (make capacity prints its figure against it).
+    promised_monthly_cost_usd: int
 
     def installs(self, addon: str) -> bool:
         return addon in self.addons
@@ -255,6 +369,23 @@ def _engine_timings(read: ConfigReader) -> EngineTimings:
     return timings
 
 
+def _objectives(read: ConfigReader) -> ServiceLevelObjectives:
+    fraction = "a fraction strictly between 0 and 1, such as 0.999"
+    threshold = read.string("sloLatencySeconds", _SECONDS, "a number of seconds such as 0.5")
+    if threshold and float(threshold) not in API_LATENCY_BUCKETS:
+        read.fail(
+            "sloLatencySeconds",
+            threshold,
+            "must be one of the API latency histogram's bucket bounds (seconds): "
+            + ", ".join(str(bound) for bound in API_LATENCY_BUCKETS),
+        )
+    return ServiceLevelObjectives(
+        availability=float(read.string("sloAvailability", _FRACTION, fraction) or 0),
+        latency_seconds=float(threshold or 0),
+        latency_target=float(read.string("sloLatencyTarget", _FRACTION, fraction) or 0),
+    )
+
+
 def _addon(name: str) -> str:
     if name not in ADDONS:
         raise ValueError(name)
@@ -289,6 +420,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         max_task_timeout_seconds=read.integer("workerMaxTaskTimeoutSeconds", minimum=1, maximum=86400),
         queue=read.string("workerQueue", _QUEUE_NAME, "a RabbitMQ queue name of 1-255 letters, digits and . _ : -"),
         queue_length_target=read.integer("workerQueueLengthTarget", minimum=1),
+        scale_cpu_percent=read.integer("workerCpuTargetPercent", minimum=10, maximum=100),
         egress_cidrs=read.string_list(
             "workerEgressCidrs", _cidr, "a list of distinct network CIDRs such as 10.0.0.0/8"
         ),
@@ -307,6 +439,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             resources=_resources(read, "api"),
             scale_cpu_percent=read.integer("apiScaleCpuPercent", minimum=10, maximum=100),
             scale_memory_percent=read.integer("apiScaleMemoryPercent", minimum=10, maximum=100),
+            requests_per_second_target=read.integer("apiRequestsPerSecondTarget", minimum=1, maximum=100_000),
             database_connections=read.integer("apiDatabaseConnections", minimum=1, maximum=100),
         ),
         workers=workers,
@@ -323,8 +456,10 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             ),
             prometheus_storage_size=read.bytes_("prometheusStorageSize"),
             prometheus_replicas=read.integer("prometheusReplicas", minimum=1, maximum=5),
+            prometheus_resources=_resources(read, "prometheus"),
             alertmanager_replicas=read.integer("alertmanagerReplicas", minimum=1, maximum=5),
             alert_receivers=read_alert_receivers(read),
+            objectives=_objectives(read),
         ),
         edge=EdgeConfig(
             domain=read.string("domain", _DNS_NAME, "a lower-case DNS name such as workflows.example.com"),
@@ -335,6 +470,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             rate_limit_per_client=read.integer("edgeRateLimitPerClient", minimum=1),
             max_request_body_size=read.bytes_("edgeMaxRequestBodySize"),
         ),
+        promised_monthly_cost_usd=read.integer("promisedMonthlyCostUsd", minimum=1),
     )
     if not read.errors:
         # Only on valid values: a fallback standing in for a bad one would make this a second, misleading error.

@@ -273,6 +273,18 @@ def _scrape_targets(namespace: str) -> tuple[ScrapeTarget, ...]:
             "prometheus",
             RABBITMQ_METRICS_PORT,
         ),
+        # /metrics sums each series over every queue of a node; per queue (labels vhost, queue) they are served as
+        # rabbitmq_detailed_* on /metrics/detailed, for the families asked: queue_coarse_metrics (messages ready,
+        # unacked, total) and queue_consumer_count (consumers; lighter than queue_metrics, which carries it too).
+        ScrapeTarget(
+            "rabbitmq-queues",
+            namespace,
+            {"app.kubernetes.io/name": RABBITMQ_CLUSTER},
+            "prometheus",
+            RABBITMQ_METRICS_PORT,
+            path="/metrics/detailed",
+            params={"family": ["queue_coarse_metrics", "queue_consumer_count"]},
+        ),
         ScrapeTarget(
             "valkey",
             namespace,
@@ -294,6 +306,18 @@ def postgres_parameters(postgres: PostgresConfig) -> dict[str, str]:
         "effective_cache_size": f"{memory_mb // 2}MB",
         "wal_compression": "on",
     }
+
+
+def valkey_config(redis: StatefulServiceConfig) -> str:
+    """Valkey's memory ceiling, 75% of the container's limit in MB (Valkey's `mb` is MiB), so replication and client
+    buffers and fragmentation, which maxmemory does not count, fit under the limit before the kernel's OOM kill.
+
+    At the ceiling Valkey evicts the least recently used key among those with a TTL: the platform keeps only rate-limit
+    counters there (app/adapters/cache.py), each expiring after two seconds, and losing one lets a client a few more
+    requests in that second, where `noeviction` would fail the API's requests instead. A key stored without a TTL is
+    never evicted: writes fail loudly rather than drop it."""
+    memory_mb = byte_count(redis.resources.memory_limit) // 2**20
+    return f"maxmemory {memory_mb * 3 // 4}mb\nmaxmemory-policy volatile-lru\n"
 
 
 def _spread_pods(selector: dict[str, str]) -> dict:
@@ -331,6 +355,8 @@ def valkey_values(redis: StatefulServiceConfig, storage_class: str | None, users
     return {
         "fullnameOverride": VALKEY_RELEASE,
         "resources": redis.resources.to_k8s(),
+        # The chart appends this to the valkey.conf its init container writes (templates/init_config.yaml).
+        "valkeyConfig": valkey_config(redis),
         "dataStorage": {"enabled": True, "requestedSize": redis.storage_size, "className": storage_class or ""},
         # The chart's default probes only start and keep alive; readiness keeps a loading node out of the Service.
         "readinessProbe": {"enabled": True},

@@ -12,10 +12,11 @@ import pulumi_random as random
 
 from components.charts import CERT_MANAGER, ENVOY_GATEWAY, VALKEY, install_chart
 from components.config import EdgeConfig
+from components.interfaces import ScrapeTarget
 from components.labels import labels
 from components.namespaces import install_addon, platform_namespace
-from components.network import RATE_LIMIT_STORE, Flow
-from components.ports import VALKEY_PORT
+from components.network import CERT_MANAGER_METRICS_PORT, RATE_LIMIT_STORE, Flow
+from components.ports import ENVOY_METRICS_PORT, VALKEY_PORT
 from components.workload import CONTAINER_SECURITY_CONTEXT, SECCOMP_RUNTIME_DEFAULT
 
 GATEWAY_NAME = "workflow"
@@ -72,6 +73,7 @@ class EdgeIngress(pulumi.ComponentResource):
         self.api_url = f"https://{args.edge.api_host}"
         self.ws_url = f"wss://{args.edge.ws_host}"
         self.gateway_name = gateway.metadata["name"]
+        self.scrape_targets = edge_scrape_targets(args)
         self.register_outputs({"api_url": self.api_url, "ws_url": self.ws_url, "gateway_name": self.gateway_name})
 
     def _controllers(self, args: EdgeIngressArgs) -> list[pulumi.Resource]:
@@ -305,6 +307,44 @@ class EdgeIngress(pulumi.ComponentResource):
         )
 
 
+def edge_scrape_targets(args: EdgeIngressArgs) -> tuple[ScrapeTarget, ...]:
+    """The Gateway's Envoy proxies (envoy_*) and, where the stack installs it, cert-manager's controller
+    (certmanager_*)."""
+    # Envoy Gateway labels the proxies of a Gateway so, and serves their stats on container port `metrics` (19001,
+    # /stats/prometheus) unless the EnvoyProxy disables Prometheus (gateway v1.9.0:
+    # internal/infrastructure/kubernetes/proxy/testdata/deployments/gateway-namespace-mode.yaml).
+    proxies = {
+        "app.kubernetes.io/name": "envoy",
+        "app.kubernetes.io/component": "proxy",
+        "gateway.envoyproxy.io/owning-gateway-name": GATEWAY_NAME,
+    }
+    targets = [
+        ScrapeTarget(
+            "envoy-proxies",
+            args.namespace,
+            proxies,
+            "metrics",
+            ENVOY_METRICS_PORT,
+            via_service=False,
+            path="/stats/prometheus",
+        )
+    ]
+    if args.install_cert_manager:
+        # With prometheus.enabled (the chart's default) the chart's Service `cert-manager` serves the controller's
+        # metrics on port `http-metrics`; the monitor is Observability's, like every other, so this chart never
+        # needs the monitoring CRDs.
+        targets.append(
+            ScrapeTarget(
+                "cert-manager",
+                args.cert_manager_namespace,
+                {"app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/component": "controller"},
+                "http-metrics",
+                CERT_MANAGER_METRICS_PORT,
+            )
+        )
+    return tuple(targets)
+
+
 def _https_listener(name: str, host: str) -> dict:
     return {
         "name": f"https-{name}",
@@ -395,6 +435,14 @@ CERT_MANAGER_VALUES = {
         "gatewayAPI": {"enabled": True},
     },
     "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+    # The chart requests nothing for these by default. The CA injector caches the cluster's webhook configurations,
+    # CRDs and certificate Secrets; the webhook only validates and converts cert-manager's own resources.
+    "cainjector": {
+        "resources": {"requests": {"cpu": "20m", "memory": "128Mi"}, "limits": {"cpu": "200m", "memory": "512Mi"}}
+    },
+    "webhook": {
+        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}
+    },
 }
 
 _RATE_LIMIT_UID = 65534  # the user Envoy Gateway runs its rate-limit container as by default

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 
@@ -20,6 +20,8 @@ class ScrapeTarget:
     port: int
     via_service: bool = True
     path: str = "/metrics"
+    # Query parameters of the scrape, e.g. RabbitMQ's /metrics/detailed?family=...: name -> values.
+    params: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,13 @@ ENVOY_GATEWAY_LABELS = {"control-plane": "envoy-gateway"}
 # The global rate limit's service, and the dedicated Valkey that keeps its counters, run in Envoy Gateway's namespace.
 RATE_LIMIT_LABELS = {"app.kubernetes.io/name": "envoy-ratelimit", "app.kubernetes.io/component": "ratelimit"}
 RATE_LIMIT_STORE = "ratelimit-valkey"
+# Prometheus pods, as the Prometheus Operator labels them; kube-prometheus-stack's Prometheus Service serves this port.
+PROMETHEUS_LABELS = {"app.kubernetes.io/name": "prometheus"}
+PROMETHEUS_PORT = 9090
+# The KEDA chart's `prometheus.operator.port`: where its operator serves the keda_* series.
+KEDA_OPERATOR_METRICS_PORT = 8080
+# Where the cert-manager chart's Service `http-metrics` (templates/service.yaml) serves the controller's certmanager_*.
+CERT_MANAGER_METRICS_PORT = 9402
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,7 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
     envoy_gateway = Pods(ns.envoy_gateway, ENVOY_GATEWAY_LABELS)
     rate_limit = Pods(ns.envoy_gateway, RATE_LIMIT_LABELS)
     rate_limit_store = Pods(ns.envoy_gateway, {"app.kubernetes.io/instance": RATE_LIMIT_STORE})
+    prometheus = Pods(ns.observability, PROMETHEUS_LABELS)
     operators = {
         name: Pods(namespace)
         for name, namespace in {
@@ -214,6 +222,9 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
         Flow("cloudnative-pg-to-postgres", operators["cloudnative-pg"], data, (ports.POSTGRES_STATUS_PORT,)),
         Flow("rabbitmq-operator-to-rabbitmq", operators["rabbitmq-operator"], data, (ports.RABBITMQ_MANAGEMENT_PORT,)),
         Flow("keda-to-rabbitmq", operators["keda"], data, (ports.AMQP_PORT,)),
+        # KEDA reads the API's request rate from Prometheus, which scrapes KEDA's operator.
+        Flow("keda-to-prometheus", operators["keda"], prometheus, (PROMETHEUS_PORT,)),
+        Flow("scrape-keda", observability, operators["keda"], (KEDA_OPERATOR_METRICS_PORT,)),
         # Prometheus scrapes pods and nodes anywhere; Grafana, Alertmanager and Jaeger talk inside the namespace.
         Flow("observability-to-anywhere", observability, ANYWHERE),
         Flow("observability-internal", observability, observability),
@@ -222,6 +233,7 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
         Flow("scrape-worker", observability, worker, (ports.WORKER_METRICS_PORT,)),
         Flow("scrape-data", observability, data, data_metrics_ports),
         Flow("scrape-edge", observability, edge, (ports.ENVOY_METRICS_PORT,)),
+        Flow("scrape-cert-manager", observability, operators["cert-manager"], (CERT_MANAGER_METRICS_PORT,)),
         Flow("kube-api-to-prometheus-operator", KUBE_API, observability, (ports.PROMETHEUS_OPERATOR_WEBHOOK_PORT,)),
         # Operators watch the API server, and the API server calls their webhooks.
         *(kube_api_access(f"{name}-kube-api", pods) for name, pods in operators.items()),

@@ -3,6 +3,7 @@ scrape configuration of the platform's own workloads and the alerts on their met
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,13 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.alerting import CONFIG_FILE, alertmanager_config
-from components.alerts import alert_rule_groups
+from components.alerts import alert_rule_groups, prometheus_le
 from components.charts import JAEGER, KUBE_PROMETHEUS_STACK, install_chart
-from components.config import ObservabilityConfig
+from components.config import ObservabilityConfig, ServiceLevelObjectives
 from components.interfaces import ScrapeTarget
 from components.labels import labels
 from components.namespaces import InstalledAddOn, install_addon, platform_namespace
-from components.network import Flow
+from components.network import PROMETHEUS_PORT, Flow
 from components.ports import OTLP_GRPC_PORT
 from components.workload import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
 
@@ -30,9 +31,29 @@ ALERTMANAGER_CONFIG_SECRET = "alertmanager-config"
 JAEGER_RELEASE = "jaeger"
 
 
+def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> dict:
+    return {
+        "requests": {"cpu": cpu_request, "memory": memory_request},
+        "limits": {"cpu": cpu_limit, "memory": memory_limit},
+    }
+
+
+# kube-prometheus-stack's pods other than Prometheus, whose needs do not grow with the stack: its charts request
+# nothing by default. Alertmanager's memory holds alerts and silences, a few MiB at this platform's rule count.
+ALERTMANAGER_RESOURCES = _resources("50m", "128Mi", "200m", "128Mi")
+PROMETHEUS_OPERATOR_RESOURCES = _resources("50m", "128Mi", "500m", "256Mi")
+# Grafana renders dashboards from Prometheus' answers; its memory follows concurrent viewers, not the stack.
+GRAFANA_RESOURCES = _resources("100m", "256Mi", "500m", "512Mi")
+# kube-state-metrics' memory follows the cluster's object count; node-exporter's is a few tens of MiB per node.
+KUBE_STATE_METRICS_RESOURCES = _resources("50m", "128Mi", "200m", "256Mi")
+NODE_EXPORTER_RESOURCES = _resources("20m", "32Mi", "200m", "64Mi")
+
+
 @dataclass(frozen=True)
 class ObservabilityArgs:
     namespace: str
+    # The Pulumi stack, set as label `stack` on every series the platform's monitors scrape.
+    stack: str
     config: ObservabilityConfig
     storage_class: str | None
     install_prometheus_stack: bool
@@ -63,7 +84,7 @@ class Observability(pulumi.ComponentResource):
 
         monitor_opts = pulumi.ResourceOptions(parent=self, depends_on=stack_ready)
         for target in args.scrape_targets:
-            self._monitor(target, monitor_opts)
+            self._monitor(target, args.stack, monitor_opts)
         for dashboard in sorted(DASHBOARDS.glob("*.json")):
             # Grafana's sidecar loads every ConfigMap labelled grafana_dashboard=1 as a dashboard.
             k8s.core.v1.ConfigMap(
@@ -73,7 +94,7 @@ class Observability(pulumi.ComponentResource):
                     "namespace": self.namespace,
                     "labels": {**labels("observability"), GRAFANA_DASHBOARD_LABEL: "1"},
                 },
-                data={dashboard.name: dashboard.read_text()},
+                data={dashboard.name: dashboard_for_stack(dashboard, args.config.objectives)},
                 opts=child,
             )
         k8s.apiextensions.CustomResource(
@@ -81,7 +102,7 @@ class Observability(pulumi.ComponentResource):
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
             metadata={"name": "workflow-platform", "namespace": self.namespace, "labels": labels("observability")},
-            spec={"groups": alert_rule_groups()},
+            spec={"groups": alert_rule_groups(args.config.objectives)},
             opts=monitor_opts,
         )
 
@@ -115,9 +136,17 @@ class Observability(pulumi.ComponentResource):
             ),
         )
 
-    def _monitor(self, target: ScrapeTarget, opts: pulumi.ResourceOptions) -> None:
-        """A ServiceMonitor, or a PodMonitor for pods without a Service, that scrapes `target` every 15 s."""
-        endpoint = {"port": target.port_name, "path": target.path, "interval": "15s"}
+    def _monitor(self, target: ScrapeTarget, stack: str, opts: pulumi.ResourceOptions) -> None:
+        """A ServiceMonitor, or a PodMonitor for pods without a Service, that scrapes `target` every 15 s and labels
+        its series with the stack, which the dashboards' `stack` variable selects."""
+        endpoint = {
+            "port": target.port_name,
+            "path": target.path,
+            "interval": "15s",
+            "relabelings": [stack_relabeling(stack)],
+        }
+        if target.params:
+            endpoint["params"] = target.params
         k8s.apiextensions.CustomResource(
             target.name,
             api_version="monitoring.coreos.com/v1",
@@ -130,6 +159,35 @@ class Observability(pulumi.ComponentResource):
             },
             opts=opts,
         )
+
+
+def dashboard_for_stack(path: Path, objectives: ServiceLevelObjectives) -> str:
+    """A dashboard as the stack's Grafana gets it: its constant variables that draw the API's objectives set to the
+    stack's (the file holds the defaults of Pulumi.yaml)."""
+    dashboard = json.loads(path.read_text())
+    values = objective_constants(objectives)
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "constant" and variable["name"] in values:
+            value = values[variable["name"]]
+            variable["query"] = value
+            variable["current"] = {"text": value, "value": value}
+    return json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
+
+
+def objective_constants(objectives: ServiceLevelObjectives) -> dict[str, str]:
+    """The dashboards' `slo_*` constants; `slo_latency_le` is the latency objective as its bucket's `le` label."""
+    return {
+        "slo_availability": f"{objectives.availability:g}",
+        "slo_latency_seconds": f"{objectives.latency_seconds:g}",
+        "slo_latency_target": f"{objectives.latency_target:g}",
+        "slo_latency_le": prometheus_le(objectives.latency_seconds),
+    }
+
+
+def stack_relabeling(stack: str) -> dict:
+    """Sets target label `stack` on every series of a target: with no source labels, `replace` writes the
+    replacement as is."""
+    return {"action": "replace", "targetLabel": "stack", "replacement": stack}
 
 
 def otlp_endpoint(namespace: str) -> str:
@@ -156,6 +214,7 @@ def prometheus_stack_values(
             "prometheusSpec": {
                 "replicas": config.prometheus_replicas,
                 "retention": config.prometheus_retention,
+                "resources": config.prometheus_resources.to_k8s(),
                 "storageSpec": claim(config.prometheus_storage_size),
                 # Select ServiceMonitors and rules from every release, not only this chart's.
                 "serviceMonitorSelectorNilUsesHelmValues": False,
@@ -167,16 +226,25 @@ def prometheus_stack_values(
             "alertmanagerSpec": {
                 "replicas": config.alertmanager_replicas,
                 "storage": claim("2Gi"),
+                "resources": ALERTMANAGER_RESOURCES,
                 # Our Secret (components/alerting.py) holds the whole configuration, receivers' secrets included;
                 # the chart then renders no Secret of its own and its `alertmanager.config` goes unused.
                 "configSecret": alertmanager_config_secret,
                 "useExistingSecret": True,
             }
         },
+        "prometheusOperator": {"resources": PROMETHEUS_OPERATOR_RESOURCES},
+        # grafana, kube-state-metrics and prometheus-node-exporter are subcharts whose sources are not in
+        # ../shared/helm-charts, so neither the key check nor a render can reach these: `resources` is each
+        # subchart's own top-level key (its upstream values.yaml: grafana 12.11.0, kube-state-metrics 8.4.0,
+        # prometheus-node-exporter 4.56.1), which the parent passes down under the subchart's name.
         "grafana": {
             "admin": {"existingSecret": grafana_admin, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": GRAFANA_DASHBOARD_LABEL, "labelValue": "1"}},
+            "resources": GRAFANA_RESOURCES,
         },
+        "kube-state-metrics": {"resources": KUBE_STATE_METRICS_RESOURCES},
+        "prometheus-node-exporter": {"resources": NODE_EXPORTER_RESOURCES},
     }
 
 
@@ -190,3 +258,11 @@ JAEGER_VALUES = {
         "securityContext": CONTAINER_SECURITY_CONTEXT,
     },
 }
+
+
+def prometheus_url(namespace: str) -> str:
+    """Where Prometheus answers queries (KEDA's prometheus triggers); a plain name, like `otlp_endpoint`.
+
+    kube-prometheus-stack 88.5.0 names its Service `<fullname>-prometheus` (templates/prometheus/service.yaml), the
+    fullname being the release name when that contains the chart's name, and serves `prometheus.service.port`."""
+    return f"http://{KUBE_PROMETHEUS_STACK.name}-prometheus.{namespace}.svc.cluster.local:{PROMETHEUS_PORT}"

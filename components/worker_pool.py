@@ -1,4 +1,5 @@
-"""WorkerPool: the workers that run workflow steps, scaled by KEDA on the length of their RabbitMQ queue."""
+"""WorkerPool: the workers that run workflow steps, scaled by KEDA on the length of their RabbitMQ queue and their
+CPU."""
 
 from __future__ import annotations
 
@@ -8,12 +9,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.charts import KEDA
 from components.config import WorkerConfig
 from components.interfaces import ScrapeTarget
 from components.labels import labels, selector_labels
-from components.namespaces import install_addon
-from components.network import Flow
 from components.ports import WORKER_METRICS_PORT
 from components.workload import (
     HttpProbes,
@@ -39,10 +37,8 @@ class WorkerPoolArgs:
     connection_files: list[SecretFile]
     connection_secret_name: pulumi.Input[str]
     amqp_url_key: str
-    install_keda: bool
-    keda_namespace: str
-    # The platform's flow table: the namespaces created here get their NetworkPolicies from it.
-    flows: Sequence[Flow]
+    # What the ScaledObject waits for: KEDA and the metrics API, where the stack installs them (AppTier does).
+    autoscaler_ready: Sequence[pulumi.Resource]
     # Resources that must be ready before workers start: the schema they read and the broker they consume from.
     ready: Sequence[pulumi.Resource]
 
@@ -50,7 +46,6 @@ class WorkerPoolArgs:
 class WorkerPool(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkerPoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("workflow-platform:index:WorkerPool", name, None, opts)
-        keda_ready = self._keda(args)
         worker = self._deployment(args)
         k8s.core.v1.Service(
             "workflow-worker-metrics",
@@ -63,22 +58,13 @@ class WorkerPool(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self._autoscaler(args, worker, pulumi.ResourceOptions(parent=self, depends_on=keda_ready))
+        self._autoscaler(args, worker, pulumi.ResourceOptions(parent=self, depends_on=list(args.autoscaler_ready)))
 
         self.deployment_name = worker.metadata.name
         self.scrape_targets = (
             ScrapeTarget("workflow-worker", args.namespace, selector_labels("worker"), "metrics", WORKER_METRICS_PORT),
         )
         self.register_outputs({"deployment_name": self.deployment_name})
-
-    def _keda(self, args: WorkerPoolArgs) -> list[pulumi.Resource]:
-        """KEDA, when the stack installs it: what the scaling objects wait for."""
-        if not args.install_keda:
-            return []
-        keda = install_addon(
-            KEDA, namespace=args.keda_namespace, component="keda", flows=args.flows, parent=self, values=KEDA_VALUES
-        )
-        return [keda.installer]
 
     def _deployment(self, args: WorkerPoolArgs) -> k8s.apps.v1.Deployment:
         workers = args.workers
@@ -121,7 +107,8 @@ class WorkerPool(pulumi.ComponentResource):
         )
 
     def _autoscaler(self, args: WorkerPoolArgs, worker: k8s.apps.v1.Deployment, opts: pulumi.ResourceOptions) -> None:
-        """A KEDA ScaledObject on the length of the workers' queue, read with the connection Secret's AMQP URL."""
+        """A KEDA ScaledObject on the length of the workers' queue, read with the connection Secret's AMQP URL, and on
+        their CPU: steps that compute rather than wait load the pods before the queue grows."""
         workers = args.workers
         auth = k8s.apiextensions.CustomResource(
             "workflow-worker-rabbitmq",
@@ -144,22 +131,7 @@ class WorkerPool(pulumi.ComponentResource):
                 "scaleTargetRef": {"name": worker.metadata.name},
                 "minReplicaCount": workers.replicas.min,
                 "maxReplicaCount": workers.replicas.max,
-                "pollingInterval": 5,
-                "cooldownPeriod": 300,
-                "advanced": {
-                    "horizontalPodAutoscalerConfig": {
-                        "behavior": {
-                            "scaleUp": {
-                                "stabilizationWindowSeconds": 0,
-                                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
-                            },
-                            "scaleDown": {
-                                "stabilizationWindowSeconds": 300,
-                                "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}],
-                            },
-                        }
-                    }
-                },
+                **workers.scaling.scaled_object_settings(),
                 "triggers": [
                     {
                         "type": "rabbitmq",
@@ -170,18 +142,9 @@ class WorkerPool(pulumi.ComponentResource):
                             "value": str(workers.queue_length_target),
                         },
                         "authenticationRef": {"name": auth.metadata["name"]},
-                    }
+                    },
+                    {"type": "cpu", "metricType": "Utilization", "metadata": {"value": str(workers.scale_cpu_percent)}},
                 ],
             },
             opts=opts,
         )
-
-
-KEDA_VALUES = {
-    "resources": {
-        "operator": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-        "metricServer": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-        "webhooks": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-    },
-    "prometheus": {"operator": {"enabled": True}, "metricServer": {"enabled": True}},
-}

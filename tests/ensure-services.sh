@@ -31,7 +31,8 @@ declare -A LOGS=(
     [rabbitmq]=/var/log/rabbitmq/
 )
 # amtool checks the Alertmanager configuration; the package's alertmanager binary proves the inhibit rules.
-declare -A TOOL_PACKAGE=([amtool]=prometheus-alertmanager)
+# promtool checks the alerting rules and runs their unit tests (tests/infra/rules/).
+declare -A TOOL_PACKAGE=([amtool]=prometheus-alertmanager [promtool]=prometheus)
 REDIS_DIR=/var/lib/redis
 REDIS_LOG=/var/log/redis/ci.log
 HBA_LINE="host all postgres 127.0.0.1/32 trust  # added by tests/ensure-services.sh"

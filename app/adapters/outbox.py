@@ -4,12 +4,13 @@ worker's."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters.database import steps
+from app.adapters.database import Timestamp, steps
 from app.adapters.sql import SqlDatabase
 from app.domain import Dispatch, StepStatus
 
@@ -34,18 +35,27 @@ class Outbox(SqlDatabase):
 
     async def take_due_dispatches(
         self, limit: int, republish_after: timedelta, unclaimed_after: timedelta
-    ) -> list[Dispatch]:
+    ) -> list[Any]:
         """The recovery sweep: every ready step whose `dispatch_after` has passed, unless the broker confirmed its
         message less than `unclaimed_after` ago. That is one committed but not confirmed by the broker (a crash, a
         broker outage), one whose retry backoff has passed, and one published but still unclaimed after
         `unclaimed_after` (a lost message, a claim that found it not yet due): no ready step can be stranded. Their
         next check moves `republish_after` forward first, so concurrent relays do not publish them together; the
-        index `steps_outbox (status, dispatch_after)` serves the query."""
+        index `steps_outbox (status, dispatch_after)` serves the query. Returns id, queue, attempt, ready_at,
+        published_at and `due_at`, the `dispatch_after` it was due at: selected first, as an UPDATE returns only the
+        new value, then moved by a second statement when any is due."""
 
-        async def work(connection: AsyncConnection) -> list[Dispatch]:
+        async def work(connection: AsyncConnection) -> list[Any]:
             timestamp = self.dialect.now_in_statement()
             due = (
-                select(steps.c.id)
+                select(
+                    steps.c.id,
+                    steps.c.queue,
+                    steps.c.attempt,
+                    steps.c.ready_at,
+                    steps.c.published_at,
+                    steps.c.dispatch_after.label("due_at"),
+                )
                 .where(
                     steps.c.status == StepStatus.READY,
                     steps.c.dispatch_after <= timestamp,
@@ -56,15 +66,34 @@ class Outbox(SqlDatabase):
             )
             if self.dialect.is_postgresql:
                 due = due.with_for_update(skip_locked=True)
-            rows = await connection.execute(
-                update(steps)
-                .where(steps.c.id.in_(due.scalar_subquery()))
-                .values(dispatch_after=timestamp + republish_after)
-                .returning(steps.c.id, steps.c.queue, steps.c.attempt)
-            )
-            return [Dispatch(row.id, row.queue, attempt=row.attempt) for row in rows]
+            rows = (await connection.execute(due)).all()
+            if rows:
+                await connection.execute(
+                    update(steps)
+                    .where(self.dialect.among(steps.c.id, [row.id for row in rows]))
+                    .values(dispatch_after=timestamp + republish_after)
+                )
+            return list(rows)
 
         return await self.retrying(work)
+
+    async def ready_step_ages(self, queue: str) -> tuple[float, float]:
+        """How long the oldest due ready step of `queue` has waited, in seconds by the database's clock (0 when
+        there is none): among those the broker has not confirmed, and among those it has (waiting in the queue,
+        unclaimed). One aggregate over the ready steps, found through an index on `status` (no index may hold
+        `published_at`: its mark stays a HOT update)."""
+        timestamp = self.dialect.now_in_statement()
+        oldest = func.min(steps.c.ready_at)
+        async with self.reading() as connection:
+            result = await connection.execute(
+                select(
+                    type_coerce(timestamp, Timestamp),
+                    oldest.filter(steps.c.published_at.is_(None)),
+                    oldest.filter(steps.c.published_at.is_not(None)),
+                ).where(steps.c.status == StepStatus.READY, steps.c.queue == queue, steps.c.ready_at <= timestamp)
+            )
+            now, unpublished, published = result.one()
+        return _seconds_between(unpublished, now), _seconds_between(published, now)
 
     async def expired_leases(self, limit: int, grace_s: float) -> list[int]:
         """Running steps whose lease expired more than `grace_s` ago (by the database's clock)."""
@@ -92,3 +121,7 @@ class Outbox(SqlDatabase):
                 .where(self.dialect.among(steps.c.id, step_ids), steps.c.lease_owner == owner)
                 .values(lease_expires_at=timestamp + timedelta(seconds=lease_s))
             )
+
+
+def _seconds_between(start: datetime | None, end: datetime) -> float:
+    return 0.0 if start is None else (end - start).total_seconds()

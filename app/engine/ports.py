@@ -97,7 +97,13 @@ class Store(Protocol):
 
     async def take_due_dispatches(
         self, limit: int, republish_after: timedelta, unclaimed_after: timedelta
-    ) -> list[Dispatch]: ...
+    ) -> list[Any]:
+        """The recovery sweep's ready steps to publish, each next due `republish_after` later: id, queue, attempt,
+        ready_at, published_at and `due_at` (the `dispatch_after` it was due at)."""
+
+    async def ready_step_ages(self, queue: str) -> tuple[float, float]:
+        """Seconds the oldest due ready step of `queue` has waited by the database's clock (0: none), among those
+        the broker has not confirmed and among those it has."""
 
     async def expired_leases(self, limit: int, grace_s: float) -> list[int]: ...
 

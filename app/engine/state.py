@@ -103,6 +103,16 @@ class CountedDownStepRow(ReleasedStepRow, Protocol):
     waiting_on: int
 
 
+class DueStepRow(Protocol):
+    id: int
+    queue: str
+    attempt: int
+    ready_at: datetime
+    # The `dispatch_after` the step was due at, before the sweep moved it on.
+    due_at: datetime
+    published_at: datetime | None
+
+
 class RunStepRow(Protocol):
     id: int
     name: str
@@ -371,6 +381,27 @@ def stale_attempt_released(timestamp: datetime) -> dict[str, Any]:
     the lease taken over): the attempt gives up its lease, so the step may be claimed, and published, at once. Its
     earlier message was skipped while the lease was live, so it counts as unpublished for the recovery sweep."""
     return {**LEASE_ENDED, "dispatch_after": timestamp, "published_at": None}
+
+
+# The recovery sweep
+
+
+class RepublishReason(StrEnum):
+    # Published (or due to be, after its transaction committed) and never confirmed by the broker.
+    UNCONFIRMED = "unconfirmed"
+    # Confirmed by the broker, and nobody claimed it in time.
+    UNCLAIMED = "unclaimed"
+
+
+def republish_reason(row: DueStepRow) -> RepublishReason | None:
+    """Why the recovery sweep publishes a due step, when it is again. None: its first publish, at the end of a
+    retry's backoff (a retry is due at its `ready_at`, while every other readiness was published, or due to be, at
+    once and is next due later)."""
+    if row.published_at is not None:
+        return RepublishReason.UNCLAIMED
+    if row.due_at > row.ready_at:
+        return RepublishReason.UNCONFIRMED
+    return None
 
 
 # Lost workers and dead letters

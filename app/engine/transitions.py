@@ -24,6 +24,10 @@ from app.domain import (
 from app.engine import state
 from app.engine.ports import Store, Transaction
 from app.engine.state import Timings, Transition
+from app.observability import metrics
+
+# The event each final run status records (`state.after_outcomes`, `after_run_failed`, `after_cancel`).
+FINISHING_EVENTS = {f"run.{status}": status for status in state.FINISHED_RUN}
 
 
 class Transitions:
@@ -143,7 +147,7 @@ class Transitions:
         but gives up its lease."""
         if not outcomes:
             return Changes()
-        return await self.store.in_transaction(lambda tx: self._complete(tx, outcomes, owner))
+        return _counted(await self.store.in_transaction(lambda tx: self._complete(tx, outcomes, owner)))
 
     async def _complete(self, tx: Transaction, outcomes: list[Outcome], owner: str | None) -> Changes:
         timestamp = await tx.now()
@@ -188,7 +192,7 @@ class Transitions:
     async def requeue_lost(self, step_ids: list[int], grace_s: float) -> Changes:
         """Steps whose worker stopped renewing its lease (more than `grace_s` ago): back to ready while attempts
         remain, else failed."""
-        return await self.store.in_transaction(lambda tx: self._requeue_lost(tx, step_ids, grace_s))
+        return _counted(await self.store.in_transaction(lambda tx: self._requeue_lost(tx, step_ids, grace_s)))
 
     async def _requeue_lost(self, tx: Transaction, step_ids: list[int], grace_s: float) -> Changes:
         timestamp = await tx.now()
@@ -214,7 +218,7 @@ class Transitions:
                 return Changes()
             return await self._complete(tx, [state.dead_lettered(step_id, reason) for step_id in step_ids], None)
 
-        return await self.store.in_transaction(work)
+        return _counted(await self.store.in_transaction(work))
 
     async def cancel_run(self, run_id: uuid.UUID) -> tuple[str | None, Changes]:
         """The run's status afterwards (None: no such run) and what changed."""
@@ -231,7 +235,8 @@ class Transitions:
             await self._save(tx, transition)
             return RunStatus.CANCELLED, transition.changes()
 
-        return await self.store.in_transaction(work)
+        status, changes = await self.store.in_transaction(work)
+        return status, _counted(changes)
 
     async def retry_run(self, run_id: uuid.UUID) -> tuple[str | None, Changes]:
         """Runs the failed and cancelled steps of a failed or cancelled run again, keeping what succeeded
@@ -262,3 +267,12 @@ class Transitions:
         await tx.save_runs(transition.saved_runs())
         if transition.events:
             await tx.record_events(transition.events)
+
+
+def _counted(changes: Changes) -> Changes:
+    """Counts the runs a committed transaction finished: after the commit, as a transaction retried whole would
+    count them twice."""
+    for event in changes.events:
+        if event["type"] in FINISHING_EVENTS:
+            metrics.RUNS_FINISHED.labels(FINISHING_EVENTS[event["type"]]).inc()
+    return changes

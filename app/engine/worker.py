@@ -25,7 +25,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from app.domain import Changes, ClaimedStep, Outcome, PayloadError, storable_text
+from app.domain import Changes, ClaimedStep, Dispatch, Outcome, PayloadError, storable_text
+from app.engine import state
 from app.engine.engine import TRACE_HEADER, Dispatcher, decode_message, next_batch
 from app.engine.ports import Broker, Delivery, IsOutage, Payloads, Store
 from app.engine.tasks import PermanentTaskError, TaskContext, TaskRegistry
@@ -93,8 +94,10 @@ class Worker:
         self._database_ok = asyncio.Event()
         self._database_ok.set()
         self._database_ok_since = time.monotonic()
+        self._busy_slots = metrics.WORKER_BUSY_SLOTS.labels(settings.queue)
 
     async def start(self) -> None:
+        metrics.WORKER_SLOTS.labels(self.settings.queue).set(self.settings.concurrency)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="claim"),
             asyncio.create_task(self._complete_loop(), name="complete"),
@@ -207,10 +210,17 @@ class Worker:
         )
         async with self._slots:
             started = time.perf_counter()
-            with tracing.tracer.start_as_current_span(
-                f"step {step.task}",
-                context=tracing.extract(parent_trace),
-                attributes={"workflow.run_id": str(step.run_id), "workflow.step": step.name, "attempt": step.attempt},
+            with (
+                self._busy_slots.track_inprogress(),
+                tracing.tracer.start_as_current_span(
+                    f"step {step.task}",
+                    context=tracing.extract(parent_trace),
+                    attributes={
+                        "workflow.run_id": str(step.run_id),
+                        "workflow.step": step.name,
+                        "attempt": step.attempt,
+                    },
+                ),
             ):
                 outcome = await self._attempt(step)
                 trace_context = tracing.inject_headers() or None
@@ -321,23 +331,45 @@ class Worker:
                 log.exception("relay pass failed")
 
     async def relay_once(self) -> None:
-        """Republishes ready steps that are due (unpublished, past their backoff, or unclaimed too long), and
-        requeues steps whose worker stopped renewing its lease. A relay whose own database path was down
-        requeues nothing until it has worked for a full renewal interval: live workers renew first."""
+        """Measures how long the queue's oldest ready steps have waited, republishes ready steps that are due
+        (unpublished, past their backoff, or unclaimed too long), and requeues steps whose worker stopped renewing
+        its lease. A relay whose own database path was down requeues nothing until it has worked for a full renewal
+        interval: live workers renew first."""
+        queue = self.settings.queue
+        unpublished_s, queued_s = await self.store.ready_step_ages(queue)
+        metrics.READY_STEP_OLDEST_AGE.labels(queue).set(unpublished_s)
+        metrics.QUEUE_OLDEST_MESSAGE_AGE.labels(queue).set(queued_s)
+        await self._republish_due()
+        if self._database_ok.is_set() and time.monotonic() - self._database_ok_since >= self.settings.lease_renew_s:
+            await self._requeue_lost()
+        metrics.QUEUE_DEPTH.labels(queue).set(await self.broker.depth(queue))
+        metrics.RELAY_LAST_SUCCESS.labels(queue).set_to_current_time()
+
+    async def _republish_due(self) -> None:
         timings = self.transitions.timings
         due = await self.store.take_due_dispatches(
             limit=5000, republish_after=timings.republish_after, unclaimed_after=timings.unclaimed_after
         )
         if due:
-            self.dispatcher.submit(Changes(dispatches=due))
-        if not self._database_ok.is_set() or time.monotonic() - self._database_ok_since < self.settings.lease_renew_s:
-            return
+            self.dispatcher.submit(
+                Changes(dispatches=[Dispatch(row.id, row.queue, attempt=row.attempt) for row in due])
+            )
+        for row in due:
+            reason = state.republish_reason(row)
+            if reason is not None:
+                metrics.STEPS_REPUBLISHED.labels(row.queue, reason).inc()
+
+    async def _requeue_lost(self) -> None:
         grace_s = self.settings.lease_grace_s
         expired = await self.store.expired_leases(limit=5000, grace_s=grace_s)
-        if expired:
-            log.warning("requeueing %d steps whose worker was lost", len(expired))
-            self.dispatcher.submit(await self.transitions.requeue_lost(expired, grace_s))
-        metrics.QUEUE_DEPTH.labels(self.settings.queue).set(await self.broker.depth(self.settings.queue))
+        if not expired:
+            return
+        log.warning("requeueing %d steps whose worker was lost", len(expired))
+        changes = await self.transitions.requeue_lost(expired, grace_s)
+        self.dispatcher.submit(changes)
+        # What goes back to its queue comes back as its dispatch; a step out of attempts fails instead.
+        for dispatch in changes.dispatches:
+            metrics.LEASE_EXPIRIES.labels(dispatch.queue).inc()
 
     async def _on_dead_letter(self, delivery: Delivery) -> None:
         try:

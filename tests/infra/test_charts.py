@@ -7,6 +7,9 @@ each stack passes; renders are cached per (chart, values) and made in parallel o
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from components import charts
+from components.config_reader import byte_count
 from components.data_plane import RABBITMQ_CLUSTER
 from components.observability import GRAFANA_DASHBOARD_LABEL
 from tests.infra.chart_sources import (
@@ -183,6 +187,63 @@ def test_valkey_keeps_its_data_on_a_claim_of_the_configured_size_and_class(stack
     assert claim["spec"].get("storageClassName") == storage_class
 
 
+def valkey_server_config(objects: list[dict]) -> str:
+    """The valkey.conf lines the chart's init container appends to the server's configuration, from the ConfigMap
+    every Valkey pod mounts where the init script reads it."""
+    appended = "/usr/local/etc/valkey/valkey.conf"
+    sources = set()
+    for _, pod in selected_pods(objects, {"app.kubernetes.io/instance": "workflow-valkey"}):
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        (init,) = pod["initContainers"]
+        (mount,) = [m for m in init["volumeMounts"] if m["mountPath"] == appended]
+        sources.add((volumes[mount["name"]]["configMap"]["name"], mount["subPath"]))
+    ((config_map, key),) = sources
+    return find(objects, "ConfigMap", config_map)["data"][key]
+
+
+def test_valkey_stops_at_three_quarters_of_its_memory_limit_evicting_only_keys_that_expire(stack):
+    limit_mib = byte_count(stack.config["workflow-platform:redisMemoryLimit"]) // 2**20
+    lines = valkey_server_config(install(stack, "workflow-valkey").objects()).splitlines()
+    assert f"maxmemory {limit_mib * 3 // 4}mb" in lines
+    assert "maxmemory-policy volatile-lru" in lines
+
+
+@pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")), reason="no redis-server here")
+def test_a_redis_server_accepts_the_rendered_valkey_config_and_reads_the_intended_ceiling(stacks, tmp_path):
+    """Valkey parses these directives as Redis does; a server started on the file (on a socket, no TCP port) reports
+    the ceiling in bytes, which shows `mb` is read as MiB."""
+    run = stacks["prod"]
+    (tmp_path / "valkey.conf").write_text(valkey_server_config(install(run, "workflow-valkey").objects()))
+    # Relative to the working directory: a socket's path must stay under about 100 characters.
+    socket = "redis.sock"
+    server = subprocess.Popen(
+        ["redis-server", "valkey.conf", "--port", "0", "--unixsocket", socket, "--save", ""],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(100):
+            if (tmp_path / socket).exists() or server.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert (tmp_path / socket).exists(), server.communicate(timeout=5)[0]
+
+        def setting(name: str) -> str:
+            answer = subprocess.run(
+                ["redis-cli", "-s", socket, "config", "get", name], cwd=tmp_path, capture_output=True, text=True
+            )
+            return answer.stdout.split()[1]
+
+        limit = byte_count(run.config["workflow-platform:redisMemoryLimit"])
+        assert int(setting("maxmemory")) == limit * 3 // 4
+        assert setting("maxmemory-policy") == "volatile-lru"
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+
+
 def test_valkey_takes_every_password_from_our_secret(stack):
     objects = install(stack, "workflow-valkey").objects()
     assert not [o for o in objects if o["kind"] == "Secret"]
@@ -283,14 +344,15 @@ def test_dashboards_carry_the_label_grafanas_sidecar_watches(stack):
 # metrics-server
 
 
-def test_metrics_server_serves_the_metrics_api_the_api_autoscaler_reads(stack):
+def test_metrics_server_serves_the_metrics_api_the_autoscalers_read(stack):
     metrics_server = install(stack, "metrics-server")
     namespace = stack.one("Namespace", metrics_server.namespace)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     service = find(metrics_server.objects(), "APIService", "v1beta1.metrics.k8s.io")["spec"]["service"]
     assert (service["name"], service["namespace"]) == ("metrics-server", metrics_server.namespace)
-    hpa = stack.resource("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "workflow-api")
-    assert stack.resource(HELM_CHART, "metrics-server").urn in hpa.depends_on
+    # KEDA's cpu and memory triggers become Resource metrics of the HPAs it creates, read from metrics.k8s.io.
+    for scaled in stack.of_type("kubernetes:keda.sh/v1alpha1:ScaledObject"):
+        assert stack.resource(HELM_CHART, "metrics-server").urn in scaled.depends_on, scaled.name
 
 
 def test_the_network_admits_the_api_server_to_metrics_server_and_metrics_server_to_kubelets(stack):

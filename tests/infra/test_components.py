@@ -49,11 +49,11 @@ def test_the_readme_states_how_many_resources_each_stack_creates(stacks):
 def test_each_stack_is_sized_for_its_environment(stacks, name):
     run = stacks[name]
     api, workers, rabbitmq, valkey, postgres, retention, issuer = SIZES[name]
-    hpa = run.one("HorizontalPodAutoscaler", "workflow-api")["spec"]
+    api_scaled = run.one("ScaledObject", "workflow-api")["spec"]
     scaled = run.one("ScaledObject", "workflow-worker")["spec"]
     values = chart(run, "kube-prometheus-stack").inputs["values"]
     valkey_replica = chart(run, "workflow-valkey").inputs["values"]["replica"]
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == api
+    assert (api_scaled["minReplicaCount"], api_scaled["maxReplicaCount"]) == api
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == workers
     assert run.one("RabbitmqCluster", "workflow-rabbitmq")["spec"]["replicas"] == rabbitmq
     assert 1 + (valkey_replica["replicas"] if valkey_replica["enabled"] else 0) == valkey
@@ -118,7 +118,7 @@ def test_postgres_admits_every_connection_the_app_may_hold_at_its_peak(stack):
         surge = stack.one("Deployment", deployment)["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
         return math.ceil(replicas * (100 + int(surge.rstrip("%"))) / 100)
 
-    api_pods = surging("workflow-api", stack.one("HorizontalPodAutoscaler", "workflow-api")["spec"]["maxReplicas"])
+    api_pods = surging("workflow-api", stack.one("ScaledObject", "workflow-api")["spec"]["maxReplicaCount"])
     worker_pods = surging("workflow-worker", stack.one("ScaledObject", "workflow-worker")["spec"]["maxReplicaCount"])
     per_pod = {
         role: int(env_of(container)["APP_DATABASE_POOL_SIZE"]["value"])
@@ -222,11 +222,12 @@ def test_connection_urls_point_at_the_stack_data_services(stack):
     assert data["redis-url"].endswith("@workflow-valkey.workflow-data.svc.cluster.local:6379/0")
 
 
-def test_the_api_scales_up_fast_on_cpu_and_memory(stack):
-    hpa = stack.one("HorizontalPodAutoscaler", "workflow-api")["spec"]
-    assert {metric["resource"]["name"] for metric in hpa["metrics"]} == {"cpu", "memory"}
-    assert hpa["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
-    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+def test_the_api_scales_up_fast_on_requests_cpu_and_memory(stack):
+    scaled = stack.one("ScaledObject", "workflow-api")["spec"]
+    assert {trigger["type"] for trigger in scaled["triggers"]} == {"prometheus", "cpu", "memory"}
+    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 60
 
 
 def test_the_api_spreads_across_nodes_and_zones(stack):
@@ -248,8 +249,7 @@ def test_scale_down_never_kills_a_running_step(stack):
 
 def test_workers_scale_on_the_length_of_their_queue(stack):
     scaled = stack.one("ScaledObject", "workflow-worker")["spec"]
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "rabbitmq"
+    (trigger,) = [trigger for trigger in scaled["triggers"] if trigger["type"] == "rabbitmq"]
     assert trigger["metadata"]["queueName"] == stack.config["workflow-platform:workerQueue"]
     assert trigger["metadata"]["value"] == stack.config["workflow-platform:workerQueueLengthTarget"]
     auth = stack.one("TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]

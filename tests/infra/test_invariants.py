@@ -93,13 +93,13 @@ def test_no_pod_mounts_a_service_account_token(stack):
 
 
 def test_api_autoscaler_bounds_match_the_stack_file(stack):
-    (hpa,) = stack.kind("HorizontalPodAutoscaler")
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == _replica_range(stack, "api")
+    spec = stack.one("ScaledObject", "workflow-api")["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == _replica_range(stack, "api")
 
 
 def test_worker_autoscaler_bounds_match_the_stack_file(stack):
-    (scaled,) = stack.kind("ScaledObject")
-    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == _replica_range(stack, "worker")
+    spec = stack.one("ScaledObject", "workflow-worker")["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == _replica_range(stack, "worker")
 
 
 def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(stack):

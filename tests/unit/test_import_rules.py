@@ -1,5 +1,6 @@
 """The app's dependencies point one way: the adapters implement what the engine needs without knowing it, and
-the engine reaches the adapters only through its Protocols (`app/engine/ports.py`), wired in `app/runtime.py`."""
+the engine reaches the adapters only through its Protocols (`app/engine/ports.py`), wired in `app/runtime.py`.
+The policy pack (`policy/`) judges the program without importing it, and its validators need no Pulumi at all."""
 
 from __future__ import annotations
 
@@ -50,3 +51,38 @@ def test_the_rule_sees_every_form_of_import(tmp_path):
     source.write_text("import app.engine.state\nfrom app.engine import state\ndef f():\n    from app.http import api\n")
 
     assert {"app.engine.state", "app.engine", "app.http", "app.http.api"} <= imported_modules(source)
+
+
+POLICY = APP.parent / "policy"
+
+
+def policy_imports(*files: str) -> list[tuple[str, str]]:
+    paths = [POLICY / name for name in files] if files else sorted(POLICY.rglob("*.py"))
+    return [(str(path.relative_to(APP.parent)), module) for path in paths for module in sorted(imported_modules(path))]
+
+
+@pytest.mark.parametrize("forbidden", ["app", "components", "tools"])
+def test_the_policy_pack_never_imports_the_program_it_judges(forbidden):
+    assert [(path, module) for path, module in policy_imports() if within(module, forbidden)] == []
+
+
+@pytest.mark.parametrize("forbidden", ["pulumi", "pulumi_policy"])
+def test_the_validators_run_without_pulumi(forbidden):
+    assert [(path, module) for path, module in policy_imports("validators.py") if within(module, forbidden)] == []
+
+
+CAPACITY = APP.parent / "capacity"
+# The parts of `make capacity` that run without the program: prices, the cost and the scale-out simulator.
+PURE_CAPACITY_MODULES = ("prices.py", "cost.py", "scaleout.py")
+
+
+def test_capacity_never_imports_the_app():
+    imports = [(path.name, module) for path in sorted(CAPACITY.glob("*.py")) for module in imported_modules(path)]
+
+    assert [(path, module) for path, module in imports if within(module, "app")] == []
+
+
+@pytest.mark.parametrize("module", PURE_CAPACITY_MODULES)
+@pytest.mark.parametrize("forbidden", ["pulumi", "pulumi_kubernetes", "components", "tools"])
+def test_the_pure_capacity_modules_import_neither_pulumi_nor_the_program(module, forbidden):
+    assert [m for m in imported_modules(CAPACITY / module) if within(m, forbidden)] == []
