@@ -56,7 +56,9 @@ class metrics:  # noqa: N801 - a namespace of the process's metrics
         ["queue", "reason"],
     )
     RELAY_LAST_SUCCESS = Gauge(
-        "workflow_relay_last_success_timestamp_seconds", "When the relay last completed a pass (unix time).", ["queue"]
+        "workflow_relay_last_success_timestamp_seconds",
+        "When the relay last completed a pass, or the worker started if none has (unix time).",
+        ["queue"],
     )
     WORKER_SLOTS = Gauge("workflow_worker_slots", "Steps the worker runs at once at most.", ["queue"])
     WORKER_BUSY_SLOTS = Gauge("workflow_worker_busy_slots", "Steps the worker is running now.", ["queue"])

@@ -16,8 +16,8 @@ from components.config import ApiConfig, EngineTimings, ImageConfig, Resources
 from components.interfaces import Connections, ScrapeTarget
 from components.labels import labels, selector_labels
 from components.namespaces import InstalledAddOn, install_addon, platform_namespace
-from components.network import KEDA_OPERATOR_METRICS_PORT, Flow
-from components.ports import API_PORT, METRICS_SERVER_PORT
+from components.network import Flow
+from components.ports import API_PORT, KEDA_OPERATOR_METRICS_PORT, METRICS_SERVER_PORT
 from components.workload import (
     HttpProbes,
     SecretFile,
@@ -29,6 +29,7 @@ from components.workload import (
 )
 
 API_LIVENESS_PORT = 9100
+FORMER_KEDA_PARENT = ("workers", "workflow-platform:index:WorkerPool")
 # How long one migrations pod keeps retrying its database connection (APP_MIGRATE_CONNECT_TIMEOUT_S), and the time
 # left for the migrations themselves; the Job allows every attempt both, and Pulumi waits for the Job a little longer.
 MIGRATE_CONNECT_SECONDS = 300
@@ -129,7 +130,14 @@ class AppTier(pulumi.ComponentResource):
         if not args.install_keda:
             return None
         return install_addon(
-            KEDA, namespace=args.keda_namespace, component="keda", flows=args.flows, parent=self, values=KEDA_VALUES
+            KEDA,
+            namespace=args.keda_namespace,
+            component="keda",
+            flows=args.flows,
+            parent=self,
+            values=KEDA_VALUES,
+            # WorkerPool installed KEDA before the API scaled on it too: a deployed stack moves it here, in place.
+            aliases=[pulumi.Alias(parent=pulumi.create_urn(*FORMER_KEDA_PARENT))],
         )
 
     def _metrics_server(self, args: AppTierArgs) -> list[pulumi.Resource]:

@@ -15,8 +15,8 @@ from components.config import EdgeConfig
 from components.interfaces import ScrapeTarget
 from components.labels import labels
 from components.namespaces import install_addon, platform_namespace
-from components.network import CERT_MANAGER_METRICS_PORT, RATE_LIMIT_STORE, Flow
-from components.ports import ENVOY_METRICS_PORT, VALKEY_PORT
+from components.network import RATE_LIMIT_STORE, Flow
+from components.ports import CERT_MANAGER_METRICS_PORT, ENVOY_METRICS_PORT, VALKEY_PORT
 from components.workload import CONTAINER_SECURITY_CONTEXT, SECCOMP_RUNTIME_DEFAULT
 
 GATEWAY_NAME = "workflow"

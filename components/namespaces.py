@@ -19,10 +19,17 @@ from components.network import Flow, policies_for
 
 
 def platform_namespace(
-    name: str, *, pod_security: str, component: str, flows: Sequence[Flow], parent: pulumi.Resource
+    name: str,
+    *,
+    pod_security: str,
+    component: str,
+    flows: Sequence[Flow],
+    parent: pulumi.Resource,
+    aliases: Sequence[pulumi.Alias] = (),
 ) -> pulumi.Output[str]:
     """Creates namespace `name` enforcing `pod_security` (`restricted` unless its pods need more), with its
-    NetworkPolicies; returns its name as an output, so what is created in it waits for it."""
+    NetworkPolicies; returns its name as an output, so what is created in it waits for it. `aliases` name where the
+    namespace and its policies were created before, so a deployed stack moves them rather than creating them again."""
     created = k8s.core.v1.Namespace(
         name,
         metadata={
@@ -34,9 +41,9 @@ def platform_namespace(
                 "pod-security.kubernetes.io/warn": "restricted",
             },
         },
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=pulumi.ResourceOptions(parent=parent, aliases=list(aliases)),
     ).metadata.name
-    policies_for(name, created, flows, parent)
+    policies_for(name, created, flows, parent, aliases)
     return created
 
 
@@ -61,13 +68,14 @@ def install_addon(
     pod_security: str = "restricted",
     secrets: Mapping[str, Mapping[str, pulumi.Input[str]]] | None = None,
     depends_on: Sequence[pulumi.Resource] = (),
+    aliases: Sequence[pulumi.Alias] = (),
 ) -> InstalledAddOn:
     """Installs a cluster add-on into `namespace`, with that namespace's NetworkPolicies.
 
     For a chart, the namespace is created first, enforcing `pod_security` and labelled for `component` (see
     `platform_namespace`); then `secrets` in it (Secret name -> data, for values that name them); then the chart, after
     those and `depends_on`. A release manifest creates its own namespace, which must be `namespace`, with its own
-    labels: only the policies are ours.
+    labels: only the policies are ours. `aliases` name the component that installed the add-on before, if another did.
     """
     if isinstance(source, ReleaseManifest):
         if namespace != source.namespace or secrets:
@@ -81,13 +89,15 @@ def install_addon(
         created = manifest.resources.apply(lambda _: source.namespace)
         policies_for(namespace, created, flows, parent)
         return InstalledAddOn(created, manifest)
-    created = platform_namespace(namespace, pod_security=pod_security, component=component, flows=flows, parent=parent)
+    created = platform_namespace(
+        namespace, pod_security=pod_security, component=component, flows=flows, parent=parent, aliases=aliases
+    )
     read_by_chart = {
         secret: k8s.core.v1.Secret(
             secret,
             metadata={"name": secret, "namespace": created, "labels": labels(component)},
             string_data=data,
-            opts=pulumi.ResourceOptions(parent=parent),
+            opts=pulumi.ResourceOptions(parent=parent, aliases=list(aliases)),
         )
         for secret, data in (secrets or {}).items()
     }
@@ -95,6 +105,6 @@ def install_addon(
         source,
         created,
         values or {},
-        pulumi.ResourceOptions(parent=parent, depends_on=[*read_by_chart.values(), *depends_on]),
+        pulumi.ResourceOptions(parent=parent, depends_on=[*read_by_chart.values(), *depends_on], aliases=list(aliases)),
     )
     return InstalledAddOn(created, chart, {name: secret.metadata.name for name, secret in read_by_chart.items()})

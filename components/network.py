@@ -7,7 +7,7 @@ each flow gets an egress rule where it starts and an ingress rule where it ends.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -21,13 +21,8 @@ ENVOY_GATEWAY_LABELS = {"control-plane": "envoy-gateway"}
 # The global rate limit's service, and the dedicated Valkey that keeps its counters, run in Envoy Gateway's namespace.
 RATE_LIMIT_LABELS = {"app.kubernetes.io/name": "envoy-ratelimit", "app.kubernetes.io/component": "ratelimit"}
 RATE_LIMIT_STORE = "ratelimit-valkey"
-# Prometheus pods, as the Prometheus Operator labels them; kube-prometheus-stack's Prometheus Service serves this port.
+# Prometheus pods, as the Prometheus Operator labels them.
 PROMETHEUS_LABELS = {"app.kubernetes.io/name": "prometheus"}
-PROMETHEUS_PORT = 9090
-# The KEDA chart's `prometheus.operator.port`: where its operator serves the keda_* series.
-KEDA_OPERATOR_METRICS_PORT = 8080
-# Where the cert-manager chart's Service `http-metrics` (templates/service.yaml) serves the controller's certmanager_*.
-CERT_MANAGER_METRICS_PORT = 9402
 
 
 @dataclass(frozen=True)
@@ -139,16 +134,21 @@ FORMER_POLICIES_PARENT = ("edge", "workflow-platform:index:EdgeIngress")
 
 
 def policies_for(
-    namespace: str, created: pulumi.Input[str], flows: Iterable[Flow], parent: pulumi.Resource
+    namespace: str,
+    created: pulumi.Input[str],
+    flows: Iterable[Flow],
+    parent: pulumi.Resource,
+    aliases: Sequence[pulumi.Alias] = (),
 ) -> list[k8s.networking.v1.NetworkPolicy]:
-    """The NetworkPolicies of `namespace`, created in it once it exists (`created` is its name as an output)."""
-    former = pulumi.Alias(parent=pulumi.create_urn(*FORMER_POLICIES_PARENT))
+    """The NetworkPolicies of `namespace`, created in it once it exists (`created` is its name as an output);
+    `aliases` name where they were created before, as for the rest of the namespace."""
+    former = [pulumi.Alias(parent=pulumi.create_urn(*FORMER_POLICIES_PARENT)), *aliases]
     return [
         k8s.networking.v1.NetworkPolicy(
             f"{namespace}-{name}",
             metadata={"name": name, "namespace": created, "labels": labels("network")},
             spec=spec,
-            opts=pulumi.ResourceOptions(parent=parent, aliases=[former]),
+            opts=pulumi.ResourceOptions(parent=parent, aliases=former),
         )
         for name, spec in policy_specs(namespace, flows).items()
     ]
@@ -223,8 +223,8 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
         Flow("rabbitmq-operator-to-rabbitmq", operators["rabbitmq-operator"], data, (ports.RABBITMQ_MANAGEMENT_PORT,)),
         Flow("keda-to-rabbitmq", operators["keda"], data, (ports.AMQP_PORT,)),
         # KEDA reads the API's request rate from Prometheus, which scrapes KEDA's operator.
-        Flow("keda-to-prometheus", operators["keda"], prometheus, (PROMETHEUS_PORT,)),
-        Flow("scrape-keda", observability, operators["keda"], (KEDA_OPERATOR_METRICS_PORT,)),
+        Flow("keda-to-prometheus", operators["keda"], prometheus, (ports.PROMETHEUS_PORT,)),
+        Flow("scrape-keda", observability, operators["keda"], (ports.KEDA_OPERATOR_METRICS_PORT,)),
         # Prometheus scrapes pods and nodes anywhere; Grafana, Alertmanager and Jaeger talk inside the namespace.
         Flow("observability-to-anywhere", observability, ANYWHERE),
         Flow("observability-internal", observability, observability),
@@ -233,7 +233,7 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
         Flow("scrape-worker", observability, worker, (ports.WORKER_METRICS_PORT,)),
         Flow("scrape-data", observability, data, data_metrics_ports),
         Flow("scrape-edge", observability, edge, (ports.ENVOY_METRICS_PORT,)),
-        Flow("scrape-cert-manager", observability, operators["cert-manager"], (CERT_MANAGER_METRICS_PORT,)),
+        Flow("scrape-cert-manager", observability, operators["cert-manager"], (ports.CERT_MANAGER_METRICS_PORT,)),
         Flow("kube-api-to-prometheus-operator", KUBE_API, observability, (ports.PROMETHEUS_OPERATOR_WEBHOOK_PORT,)),
         # Operators watch the API server, and the API server calls their webhooks.
         *(kube_api_access(f"{name}-kube-api", pods) for name, pods in operators.items()),

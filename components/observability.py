@@ -19,8 +19,8 @@ from components.config import ObservabilityConfig, ServiceLevelObjectives
 from components.interfaces import ScrapeTarget
 from components.labels import labels
 from components.namespaces import InstalledAddOn, install_addon, platform_namespace
-from components.network import PROMETHEUS_PORT, Flow
-from components.ports import OTLP_GRPC_PORT
+from components.network import Flow
+from components.ports import OTLP_GRPC_PORT, PROMETHEUS_PORT
 from components.workload import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
 
 # The platform's Grafana dashboards, kept as JSON that can be edited in Grafana and exported back.

@@ -38,3 +38,10 @@ KEDA_METRICS_API_PORT = 6443
 METRICS_SERVER_PORT = 10250
 
 KUBELET_PORT = 10250
+
+# Monitoring: kube-prometheus-stack's Prometheus Service, which KEDA queries; the add-ons' own metrics ports.
+PROMETHEUS_PORT = 9090
+# The KEDA chart's `prometheus.operator.port`: where its operator serves the keda_* series.
+KEDA_OPERATOR_METRICS_PORT = 8080
+# Where the cert-manager chart's Service `http-metrics` (templates/service.yaml) serves the controller's certmanager_*.
+CERT_MANAGER_METRICS_PORT = 9402

@@ -51,6 +51,8 @@ class Resource:
     depends_on: tuple[str, ...]
     # How long Pulumi waits for the resource to become ready, where the program says ("create": "30m", ...).
     custom_timeouts: dict[str, str] = field(default_factory=dict)
+    # The parents the resource had in earlier versions of the program (its aliases), so a deployed stack moves it.
+    former_parents: tuple[str, ...] = ()
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -178,6 +180,7 @@ class _RecordingMonitor(MockMonitor):
                     for operation in ("create", "update", "delete")
                     if (timeout := getattr(request.customTimeouts, operation))
                 },
+                former_parents=tuple(alias.spec.parentUrn for alias in request.aliases if alias.spec.parentUrn),
             )
         )
         return response

@@ -98,6 +98,8 @@ class Worker:
 
     async def start(self) -> None:
         metrics.WORKER_SLOTS.labels(self.settings.queue).set(self.settings.concurrency)
+        # The relay's clock starts with the worker: a relay that never completes a pass still ages, and is alerted on.
+        metrics.RELAY_LAST_SUCCESS.labels(self.settings.queue).set_to_current_time()
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="claim"),
             asyncio.create_task(self._complete_loop(), name="complete"),

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from app.observability import metrics
 from tests.app.conftest import register, running_platform, start, wait_for_run
 
 pytestmark = pytest.mark.asyncio
@@ -192,6 +193,20 @@ async def test_a_relay_pass_that_completes_records_when(settings):
         after = time.time()
 
     assert before <= sample("workflow_relay_last_success_timestamp_seconds", queue=settings.worker_queue) <= after
+
+
+async def test_a_worker_starts_its_relays_clock_so_a_relay_that_never_completes_a_pass_still_ages(settings):
+    queue = settings.worker_queue
+    async with running_platform(settings, with_worker=False) as (platform, _, _):
+        metrics.RELAY_LAST_SUCCESS.labels(queue).set(0)
+        worker = platform.worker()
+        before = time.time()
+        await worker.start()
+        after = time.time()
+        try:
+            assert before <= sample("workflow_relay_last_success_timestamp_seconds", queue=queue) <= after
+        finally:
+            await worker.drain()
 
 
 async def test_busy_slots_count_a_running_step_and_return_to_zero_once_it_ends(settings):

@@ -272,3 +272,22 @@ def test_the_network_admits_prometheus_to_the_keda_operator_metrics_port(stack):
     ]
     egress = policies(stack, "workflow-observability")["scrape-keda-egress"]["egress"]
     assert egress[0]["ports"] == [{"protocol": "TCP", "port": port}]
+
+
+def test_a_deployed_stack_moves_keda_from_the_worker_pool_instead_of_installing_it_again(stack):
+    """KEDA's namespace, policies and chart used to be WorkerPool's children: without aliases, `pulumi up` on a stack
+    deployed before would create them anew beside the objects already in the cluster, and fail on their names."""
+    worker_pool = f"urn:pulumi:{stack.stack}::{PROJECT}::workflow-platform:index:WorkerPool::workers"
+    keda_resources = [
+        resource
+        for resource in stack.resources
+        if resource.parent.endswith("::app")
+        and (resource.name in ("keda", KEDA.name) or resource.name.startswith("keda-"))
+    ]
+
+    assert {resource.type for resource in keda_resources} >= {
+        "kubernetes:core/v1:Namespace",
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        HELM_CHART,
+    }
+    assert [r.name for r in keda_resources if worker_pool not in r.former_parents] == []
