@@ -54,6 +54,8 @@ app = AppTier(
         install_metrics_server=stack.installs("metrics-server"),
         metrics_server_namespace=namespaces.metrics_server,
         prometheus_url=prometheus_url(namespaces.observability),
+        install_argo_rollouts=stack.installs("argo-rollouts"),
+        argo_rollouts_namespace=namespaces.argo_rollouts,
         flows=flows,
     ),
 )

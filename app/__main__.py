@@ -128,6 +128,7 @@ async def _run_dev(settings: Settings, host: str, port: int) -> None:
 workflow-platform dev: API, worker and relay in one process (SQLite, in-process broker, in-process Redis)
   API        {url}   (docs: {url}/docs)
   API key    {key}
+  console    {url}/console   (sign in with the API key)
   try        curl -s -X POST {url}/v1/workflows/demo.diamond/runs -H 'Authorization: Bearer {key}' \\
                -H 'Content-Type: application/json' -d '{{"input": {{"order": 42}}}}'
 """,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from capacity import prices
 from capacity.cost import Container, MonthlyCost, Workload, monthly_cost
-from components.app_tier import KEDA_VALUES, METRICS_SERVER_VALUES
+from components.app_tier import ARGO_ROLLOUTS_VALUES, KEDA_VALUES, METRICS_SERVER_VALUES
 from components.config import Resources, StackConfig
 from components.config_reader import byte_count, cpu_millicores
 from components.data_plane import (
@@ -89,6 +89,16 @@ def workloads(stack: StackConfig) -> list[Workload]:
                 "metrics-server",
                 METRICS_SERVER_VALUES["replicas"],
                 _requested("metrics-server", METRICS_SERVER_VALUES["resources"], OUR_VALUES),
+            )
+        )
+    if stack.installs("argo-rollouts"):
+        controller = ARGO_ROLLOUTS_VALUES["controller"]
+        found.append(
+            _fixed(
+                "argo-rollouts",
+                "argo-rollouts",
+                controller["replicas"],
+                _requested("argo-rollouts", controller["resources"], OUR_VALUES),
             )
         )
     if stack.installs("keda"):

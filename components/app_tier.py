@@ -1,5 +1,5 @@
-"""AppTier: the platform's namespace, image, database migrations, the autoscaled HTTP API, and the autoscaling
-add-ons every workload's ScaledObject relies on."""
+"""AppTier: the platform's namespace, image, database migrations, the autoscaled HTTP API (rolled out in place, or
+blue-green through Argo Rollouts), and the autoscaling add-ons every workload's ScaledObject relies on."""
 
 from __future__ import annotations
 
@@ -11,8 +11,17 @@ import pulumi_docker_build as docker_build
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.charts import KEDA, METRICS_SERVER
-from components.config import ApiConfig, EngineTimings, ImageConfig, Resources
+from components.charts import ARGO_ROLLOUTS, KEDA, METRICS_SERVER
+from components.config import (
+    ROLLOUT_ANALYSIS_COUNT,
+    ROLLOUT_ANALYSIS_INITIAL_DELAY_SECONDS,
+    ROLLOUT_ANALYSIS_INTERVAL_SECONDS,
+    ApiConfig,
+    BlueGreen,
+    EngineTimings,
+    ImageConfig,
+    Resources,
+)
 from components.interfaces import Connections, ScrapeTarget
 from components.labels import labels, selector_labels
 from components.namespaces import InstalledAddOn, install_addon, platform_namespace
@@ -24,6 +33,7 @@ from components.workload import (
     container,
     database_pool_env,
     deployment,
+    disruption_budget,
     pod_template,
     service_account,
 )
@@ -36,6 +46,19 @@ MIGRATE_CONNECT_SECONDS = 300
 MIGRATE_RUN_SECONDS = 300
 MIGRATE_ATTEMPTS = 3
 MIGRATE_DEADLINE_SECONDS = MIGRATE_ATTEMPTS * (MIGRATE_CONNECT_SECONDS + MIGRATE_RUN_SECONDS)
+
+ROLLOUT_API_VERSION = "argoproj.io/v1alpha1"
+# Blue-green: the Service the Gateway routes to is the active one; the preview one reaches the new version only.
+PREVIEW_SERVICE = "workflow-api-preview"
+SMOKE_TEMPLATE = "workflow-api-smoke"
+HEALTH_TEMPLATE = "workflow-api-health"
+# The smoke test's own deadline (`--timeout`); its Job gets a minute more to pull the image and start.
+SMOKE_TIMEOUT_SECONDS = 60
+SMOKE_JOB_DEADLINE_SECONDS = SMOKE_TIMEOUT_SECONDS + 60
+SMOKE_RESOURCES = Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="256Mi")
+# Routes Kubernetes and Prometheus call: a new pod's readiness answers 503 until its dependencies answer, which says
+# nothing of the version's quality.
+PROBE_ROUTES = "/healthz|/readyz|/metrics"
 
 
 @dataclass(frozen=True)
@@ -58,8 +81,11 @@ class AppTierArgs:
     keda_namespace: str
     install_metrics_server: bool
     metrics_server_namespace: str
-    # Prometheus's query address: KEDA reads the API's request rate there.
+    # Prometheus's query address: KEDA reads the API's request rate there, and Argo Rollouts judges a new version.
     prometheus_url: pulumi.Input[str]
+    # Argo Rollouts (add-on `argo-rollouts`) runs the API's Rollout when it is deployed blue-green.
+    install_argo_rollouts: bool
+    argo_rollouts_namespace: str
     # The platform's flow table: the namespaces created here get their NetworkPolicies from it.
     flows: Sequence[Flow]
 
@@ -74,6 +100,7 @@ class AppTier(pulumi.ComponentResource):
         )
         self.image_ref = self._image(args.image, args.build_context, pulumi.ResourceOptions(parent=self))
         keda = self._keda(args)
+        rollouts = self._argo_rollouts(args)
         # What every ScaledObject waits for, the workers' too: KEDA's CRDs and operator, and the metrics API.
         self.autoscaler_ready: list[pulumi.Resource] = [
             *([keda.installer] if keda else []),
@@ -101,19 +128,35 @@ class AppTier(pulumi.ComponentResource):
         )
         # What must have finished before anything reads the schema: the workers wait for it too.
         self.schema_ready: list[pulumi.Resource] = [migrations]
-        # The API only rolls out once the schema it expects is in place and the broker it publishes to is up.
-        api = self._api(
-            args.api,
-            api_account.metadata.name,
-            pulumi.ResourceOptions(parent=self, depends_on=[migrations, *args.broker_ready]),
-        )
-        self.service_name = self._service()
+        self.service_name = self._service("workflow-api").metadata.name
         self.service_port = API_PORT
+        # The API only rolls out once the schema it expects is in place and the broker it publishes to is up.
+        ready = [migrations, *args.broker_ready]
+        if args.api.blue_green is None:
+            api = self._api(args.api, api_account.metadata.name, pulumi.ResourceOptions(parent=self, depends_on=ready))
+            scale_target: dict = {"name": api.metadata.name}
+        else:
+            api = self._rollout(
+                args,
+                args.api.blue_green,
+                api_account.metadata.name,
+                ready,
+                # Argo Rollouts' CRDs, unless the cluster provides them.
+                crds=[rollouts.installer] if rollouts else [],
+            )
+            scale_target = {"apiVersion": ROLLOUT_API_VERSION, "kind": "Rollout", "name": "workflow-api"}
         self.scrape_targets = (
-            ScrapeTarget("workflow-api", args.namespace, selector_labels("api"), "http", API_PORT),
+            # Scraped pod by pod, not through a Service: blue-green points two Services at the same pods once a
+            # version is promoted, which would count each of them twice, and a version not yet promoted is in
+            # neither the active Service nor a monitor of it.
+            ScrapeTarget("workflow-api", args.namespace, selector_labels("api"), "http", API_PORT, via_service=False),
             *([_keda_operator_metrics(keda.namespace)] if keda else []),
         )
-        self._autoscaler(args, api, pulumi.ResourceOptions(parent=self, depends_on=self.autoscaler_ready))
+        self._autoscaler(
+            args,
+            scale_target,
+            pulumi.ResourceOptions(parent=self, depends_on=[*self.autoscaler_ready, api]),
+        )
 
         self.register_outputs(
             {
@@ -138,6 +181,19 @@ class AppTier(pulumi.ComponentResource):
             values=KEDA_VALUES,
             # WorkerPool installed KEDA before the API scaled on it too: a deployed stack moves it here, in place.
             aliases=[pulumi.Alias(parent=pulumi.create_urn(*FORMER_KEDA_PARENT))],
+        )
+
+    def _argo_rollouts(self, args: AppTierArgs) -> InstalledAddOn | None:
+        """Argo Rollouts, when the stack installs it: its controller runs Rollouts and their analyses."""
+        if not args.install_argo_rollouts:
+            return None
+        return install_addon(
+            ARGO_ROLLOUTS,
+            namespace=args.argo_rollouts_namespace,
+            component="argo-rollouts",
+            flows=args.flows,
+            parent=self,
+            values=ARGO_ROLLOUTS_VALUES,
         )
 
     def _metrics_server(self, args: AppTierArgs) -> list[pulumi.Resource]:
@@ -182,49 +238,190 @@ class AppTier(pulumi.ComponentResource):
             namespace=self.namespace,
             labels=labels("api"),
             selector=selector_labels("api"),
-            template=pod_template(
-                labels=labels("api"),
-                selector=selector_labels("api"),
-                service_account=account,
-                secret_files=[
-                    *self.connection_files,
-                    SecretFile("APP_BOOTSTRAP_API_KEY", self.bootstrap_key_secret_name, "api-key"),
-                ],
-                containers=[
-                    container(
-                        name="api",
-                        image=self.image_ref,
-                        args=["api"],
-                        resources=api.resources,
-                        # Liveness is served off the request loop, so a saturated API is not killed as hung.
-                        probes=HttpProbes(port="http", liveness_port="liveness"),
-                        ports={"http": API_PORT, "liveness": API_LIVENESS_PORT},
-                        env=[
-                            *self.runtime_env,
-                            {"name": "APP_PORT", "value": str(API_PORT)},
-                            {"name": "APP_METRICS_PORT", "value": str(API_LIVENESS_PORT)},
-                            *database_pool_env(api.database_connections),
-                            {"name": "OTEL_SERVICE_NAME", "value": "workflow-api"},
-                        ],
-                    )
-                ],
-            ),
+            template=self._api_pod_template(api, account),
             opts=opts,
         )
 
-    def _service(self) -> pulumi.Output[str]:
-        return k8s.core.v1.Service(
+    def _rollout(
+        self,
+        args: AppTierArgs,
+        blue_green: BlueGreen,
+        account: pulumi.Input[str],
+        ready: list[pulumi.Resource],
+        crds: list[pulumi.Resource],
+    ) -> pulumi.Resource:
+        """The API as an Argo Rollouts Rollout, blue-green: the new version runs beside the old one, reached only
+        through the preview Service, until the smoke test and the health analysis pass; then the active Service
+        switches to it, the health analysis runs again on live traffic, and the old version stays up for the
+        rollback window. A failed analysis aborts the rollout: the active Service stays on (or returns to) the old
+        version."""
+        templates = pulumi.ResourceOptions(parent=self, depends_on=crds)
+        disruption_budget(
             "workflow-api",
-            metadata={"name": "workflow-api", "namespace": self.namespace, "labels": labels("api")},
+            namespace=self.namespace,
+            labels=labels("api"),
+            selector=selector_labels("api"),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=ready),
+        )
+        # What the Rollout names must exist before it does.
+        named = [
+            self._service(PREVIEW_SERVICE),
+            self._smoke_template(args, account, templates),
+            self._health_template(args, blue_green, templates),
+        ]
+        # The new version's pods, named workflow-api-<hash>-<suffix>, are the ones both analyses judge.
+        new_pods = {"args": [{"name": "hash", "valueFrom": {"podTemplateHashValue": "Latest"}}]}
+        return k8s.apiextensions.CustomResource(
+            "workflow-api",
+            api_version=ROLLOUT_API_VERSION,
+            kind="Rollout",
+            metadata={
+                "name": "workflow-api",
+                "namespace": self.namespace,
+                "labels": labels("api"),
+                # pulumi-kubernetes awaits no custom resource unless told to; this keeps it so even where generic
+                # awaiting is switched on: a rollout's analyses take minutes, and the pipeline waits for Healthy.
+                "annotations": {"pulumi.com/skipAwait": "true"},
+            },
+            spec={
+                # `replicas` is the autoscaler's, as for a Deployment.
+                "selector": {"matchLabels": selector_labels("api")},
+                "revisionHistoryLimit": 5,
+                "template": self._api_pod_template(args.api, account),
+                "strategy": {
+                    "blueGreen": {
+                        "activeService": self.service_name,
+                        "previewService": PREVIEW_SERVICE,
+                        # Promotion is automatic, and waits for the pre-promotion analysis to pass.
+                        "autoPromotionEnabled": True,
+                        "prePromotionAnalysis": {
+                            "templates": [{"templateName": SMOKE_TEMPLATE}, {"templateName": HEALTH_TEMPLATE}],
+                            **new_pods,
+                        },
+                        "postPromotionAnalysis": {"templates": [{"templateName": HEALTH_TEMPLATE}], **new_pods},
+                        "scaleDownDelaySeconds": blue_green.scale_down_delay_seconds,
+                    }
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*ready, *crds, *named]),
+        )
+
+    def _smoke_template(
+        self, args: AppTierArgs, account: pulumi.Input[str], opts: pulumi.ResourceOptions
+    ) -> pulumi.Resource:
+        """A Job that runs a real workflow through the preview Service (`python -m app smoke`): its success is the
+        metric, with the bootstrap API key read from its file."""
+        key = SecretFile("APP_SMOKE_API_KEY", self.bootstrap_key_secret_name, "api-key")
+        preview_url = f"http://{PREVIEW_SERVICE}.{args.namespace}.svc.cluster.local:{API_PORT}"
+        job = {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": SMOKE_JOB_DEADLINE_SECONDS,
+            "template": pod_template(
+                labels=labels("smoke"),
+                selector=selector_labels("smoke"),
+                service_account=account,
+                restart_policy="Never",
+                secret_files=[key],
+                containers=[
+                    container(
+                        name="smoke",
+                        image=self.image_ref,
+                        args=["smoke", "--url", preview_url, "--api-key-file", key.path]
+                        + ["--timeout", str(SMOKE_TIMEOUT_SECONDS)],
+                        resources=SMOKE_RESOURCES,
+                        probes=None,
+                    )
+                ],
+            ),
+        }
+        return self._analysis_template(
+            SMOKE_TEMPLATE, {"metrics": [{"name": "smoke", "provider": {"job": {"spec": job}}}]}, opts
+        )
+
+    def _health_template(
+        self, args: AppTierArgs, blue_green: BlueGreen, opts: pulumi.ResourceOptions
+    ) -> pulumi.Resource:
+        """The new version's 5xx ratio and POST p99 from Prometheus, measured repeatedly; one measurement over its
+        threshold fails the analysis."""
+
+        def metric(name: str, query: str, highest: float) -> dict:
+            return {
+                "name": name,
+                "initialDelay": f"{ROLLOUT_ANALYSIS_INITIAL_DELAY_SECONDS}s",
+                "interval": f"{ROLLOUT_ANALYSIS_INTERVAL_SECONDS}s",
+                "count": ROLLOUT_ANALYSIS_COUNT,
+                "failureLimit": 0,
+                "successCondition": f"result[0] <= {highest}",
+                "provider": {"prometheus": {"address": args.prometheus_url, "query": query}},
+            }
+
+        pods = new_version_pods(args.namespace)
+        return self._analysis_template(
+            HEALTH_TEMPLATE,
+            {
+                "args": [{"name": "hash"}],
+                "metrics": [
+                    metric("5xx-ratio", error_ratio_query(pods), blue_green.max_5xx_ratio),
+                    metric("post-p99-seconds", post_p99_query(pods), blue_green.max_post_p99_seconds),
+                ],
+            },
+            opts,
+        )
+
+    def _analysis_template(self, name: str, spec: dict, opts: pulumi.ResourceOptions) -> pulumi.Resource:
+        return k8s.apiextensions.CustomResource(
+            name,
+            api_version=ROLLOUT_API_VERSION,
+            kind="AnalysisTemplate",
+            metadata={"name": name, "namespace": self.namespace, "labels": labels("api")},
+            spec=spec,
+            opts=opts,
+        )
+
+    def _api_pod_template(self, api: ApiConfig, account: pulumi.Input[str]) -> dict:
+        """The API's pods, the same whether a Deployment or a Rollout runs them."""
+        return pod_template(
+            labels=labels("api"),
+            selector=selector_labels("api"),
+            service_account=account,
+            secret_files=[
+                *self.connection_files,
+                SecretFile("APP_BOOTSTRAP_API_KEY", self.bootstrap_key_secret_name, "api-key"),
+            ],
+            containers=[
+                container(
+                    name="api",
+                    image=self.image_ref,
+                    args=["api"],
+                    resources=api.resources,
+                    # Liveness is served off the request loop, so a saturated API is not killed as hung.
+                    probes=HttpProbes(port="http", liveness_port="liveness"),
+                    ports={"http": API_PORT, "liveness": API_LIVENESS_PORT},
+                    env=[
+                        *self.runtime_env,
+                        {"name": "APP_PORT", "value": str(API_PORT)},
+                        {"name": "APP_METRICS_PORT", "value": str(API_LIVENESS_PORT)},
+                        *database_pool_env(api.database_connections),
+                        {"name": "OTEL_SERVICE_NAME", "value": "workflow-api"},
+                    ],
+                )
+            ],
+        )
+
+    def _service(self, name: str) -> k8s.core.v1.Service:
+        """A Service of the API's pods; under blue-green Argo Rollouts narrows its selector to one version's."""
+        return k8s.core.v1.Service(
+            name,
+            metadata={"name": name, "namespace": self.namespace, "labels": labels("api")},
             spec={
                 "type": "ClusterIP",
                 "selector": selector_labels("api"),
                 "ports": [{"name": "http", "port": API_PORT, "targetPort": "http", "protocol": "TCP"}],
             },
             opts=pulumi.ResourceOptions(parent=self),
-        ).metadata.name
+        )
 
-    def _autoscaler(self, args: AppTierArgs, target: k8s.apps.v1.Deployment, opts: pulumi.ResourceOptions) -> None:
+    def _autoscaler(self, args: AppTierArgs, scale_target: dict, opts: pulumi.ResourceOptions) -> None:
         """A KEDA ScaledObject on the API's request rate, CPU and memory: the HPA it owns follows the busiest."""
         api = args.api
         k8s.apiextensions.CustomResource(
@@ -240,7 +437,7 @@ class AppTier(pulumi.ComponentResource):
                 "annotations": {"scaledobject.keda.sh/transfer-hpa-ownership": "true"},
             },
             spec={
-                "scaleTargetRef": {"name": target.metadata.name},
+                "scaleTargetRef": scale_target,
                 "minReplicaCount": api.replicas.min,
                 "maxReplicaCount": api.replicas.max,
                 **api.scaling.scaled_object_settings(hpa_name="workflow-api"),
@@ -331,6 +528,29 @@ def requests_per_second_query(namespace: str) -> str:
     return f'sum(rate(workflow_http_request_duration_seconds_count{{namespace="{namespace}"}}[1m]))'
 
 
+def new_version_pods(namespace: str) -> str:
+    """The matchers of a rollout's new version's API pods: Argo Rollouts names them after the Rollout and the pod
+    template hash it passes the analysis as `args.hash`; probes are left out."""
+    return f'namespace="{namespace}",pod=~"workflow-api-{{{{args.hash}}}}-.*",route!~"{PROBE_ROUTES}"'
+
+
+def error_ratio_query(pods: str) -> str:
+    """The fraction of the pods' requests answered 5xx over the last 2 minutes. With no request to judge (no series,
+    or 0/0 = NaN, which `>= 0` drops) it is 0: a quiet version is judged by the smoke test alone."""
+
+    def requests_per_second(matchers: str) -> str:
+        return f"sum(rate(workflow_http_request_duration_seconds_count{{{matchers}}}[2m]))"
+
+    errors = requests_per_second(pods + ',status=~"5.."')
+    return f"({errors} / {requests_per_second(pods)} >= 0) or vector(0)"
+
+
+def post_p99_query(pods: str) -> str:
+    """The p99 latency (seconds) of the pods' POST requests over the last 2 minutes; 0 without any (as above)."""
+    buckets = f'workflow_http_request_duration_seconds_bucket{{{pods},method="POST"}}'
+    return f"(histogram_quantile(0.99, sum by (le) (rate({buckets}[2m]))) >= 0) or vector(0)"
+
+
 def _utilisation_trigger(resource: str, percent: int) -> dict:
     """A KEDA trigger on the pods' average `resource` use, in percent of their request (read from metrics-server)."""
     return {"type": resource, "metricType": "Utilization", "metadata": {"value": str(percent)}}
@@ -350,6 +570,25 @@ METRICS_SERVER_VALUES = {
         "seccompProfile": {"type": "RuntimeDefault"},
     },
     "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"cpu": "1", "memory": "500Mi"}},
+}
+
+
+# Two controllers, one leading, so a drained node does not stop a rollout; hardened for the restricted level (the image
+# runs as UID 999); no dashboard, and no RBAC for traffic routers (Istio, SMI, ...): blue-green here switches Services.
+ARGO_ROLLOUTS_VALUES = {
+    "controller": {
+        "replicas": 2,
+        "pdb": {"enabled": True, "maxUnavailable": 1},
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+    },
+    "podSecurityContext": {
+        "runAsNonRoot": True,
+        "runAsUser": 999,
+        "runAsGroup": 999,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+    "dashboard": {"enabled": False},
+    "providerRBAC": {"enabled": False},
 }
 
 

@@ -63,6 +63,8 @@ VALKEY = HelmChart("valkey", "https://valkey.io/valkey-helm/", "0.11.0", keeps_h
 METRICS_SERVER = HelmChart(
     "metrics-server", "https://kubernetes-sigs.github.io/metrics-server/", "3.13.1", keeps_hooks=False
 )
+# v4.Chart: no hooks; the controller, its RBAC and the Rollout and analysis CRDs show in previews.
+ARGO_ROLLOUTS = HelmChart("argo-rollouts", "https://argoproj.github.io/argo-helm", "2.41.0", keeps_hooks=False)
 
 
 def install_chart(

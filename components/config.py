@@ -31,10 +31,23 @@ ADDONS = (
     "rabbitmq-cluster-operator",
     "kube-prometheus-stack",
     "metrics-server",
+    "argo-rollouts",
 )
 TLS_ISSUERS = ("letsencrypt-staging", "letsencrypt-production")
 # Deployments roll out with this many extra pods (percent of replicas) while old ones still run.
 ROLLING_UPDATE_SURGE_PERCENT = 25
+# How the API replaces its pods: a rolling update (a Deployment), or blue-green (an Argo Rollouts Rollout), where the
+# new version runs beside the whole old one until it passes its analysis, and the old one stays for a rollback window.
+API_DEPLOY_STRATEGIES = ("rolling", "blueGreen")
+# Each analysis of a blue-green rollout measures this long: its first measurement once the new pods have had a
+# minute of traffic to be judged on (Prometheus scrapes every 15 s, the queries read 2 minutes), then one every
+# interval, `count` in all.
+ROLLOUT_ANALYSIS_INITIAL_DELAY_SECONDS = 60
+ROLLOUT_ANALYSIS_INTERVAL_SECONDS = 30
+ROLLOUT_ANALYSIS_COUNT = 5
+ROLLOUT_ANALYSIS_SECONDS = ROLLOUT_ANALYSIS_INITIAL_DELAY_SECONDS + (ROLLOUT_ANALYSIS_COUNT - 1) * (
+    ROLLOUT_ANALYSIS_INTERVAL_SECONDS
+)
 # PostgreSQL connections kept free of the app: superuser slots, the migrations Job, the operator, monitoring, psql.
 RESERVED_DATABASE_CONNECTIONS = 20
 
@@ -172,6 +185,16 @@ WORKER_SCALING = ScalingBehaviour(
 
 
 @dataclass(frozen=True)
+class BlueGreen:
+    """The API's blue-green rollout: what its analyses accept of the new version's pods, and how long the previous
+    version keeps running, ready to take the traffic back, once the new one is promoted."""
+
+    max_5xx_ratio: float
+    max_post_p99_seconds: float
+    scale_down_delay_seconds: int
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     replicas: Replicas
     resources: Resources
@@ -181,6 +204,16 @@ class ApiConfig:
     requests_per_second_target: int
     database_connections: int
     scaling: ScalingBehaviour = API_SCALING
+    # None: rolling updates.
+    blue_green: BlueGreen | None = None
+
+    @property
+    def peak_replicas(self) -> int:
+        """API pods at the autoscaler's maximum while a new version rolls out: a rolling update surges by a
+        quarter; blue-green runs both versions in full until the rollback window closes."""
+        if self.blue_green is not None:
+            return 2 * self.replicas.max
+        return math.ceil(self.replicas.max * (100 + ROLLING_UPDATE_SURGE_PERCENT) / 100)
 
 
 @dataclass(frozen=True)
@@ -334,10 +367,8 @@ def _stateful_service(read: ConfigReader, prefix: str, replicas_key: str, odd: b
 def peak_database_connections(api: ApiConfig, workers: WorkerConfig) -> int:
     """Connections the app may hold at once: every pod at the autoscalers' maximum, surging through a rollout."""
 
-    def pods(replicas: Replicas) -> int:
-        return math.ceil(replicas.max * (100 + ROLLING_UPDATE_SURGE_PERCENT) / 100)
-
-    return pods(api.replicas) * api.database_connections + pods(workers.replicas) * workers.database_connections
+    worker_pods = math.ceil(workers.replicas.max * (100 + ROLLING_UPDATE_SURGE_PERCENT) / 100)
+    return api.peak_replicas * api.database_connections + worker_pods * workers.database_connections
 
 
 def _check_connection_budget(read: ConfigReader, stack: StackConfig) -> None:
@@ -345,7 +376,8 @@ def _check_connection_budget(read: ConfigReader, stack: StackConfig) -> None:
     if needed > stack.postgres.max_connections:
         read.errors.append(
             f"{PROJECT}:postgresMaxConnections = {stack.postgres.max_connections} is too few: at their maximum "
-            f"replicas plus a {ROLLING_UPDATE_SURGE_PERCENT}% rollout surge, API pods (apiReplicasMax x "
+            f"replicas plus a {ROLLING_UPDATE_SURGE_PERCENT}% rollout surge (twice apiReplicasMax with "
+            f"apiDeployStrategy blueGreen), API pods (apiReplicasMax x "
             f"apiDatabaseConnections) and worker pods (workerReplicasMax x workerDatabaseConnections) may hold "
             f"{needed - RESERVED_DATABASE_CONNECTIONS} connections, plus {RESERVED_DATABASE_CONNECTIONS} reserved: "
             f"raise it to {needed} or lower the others"
@@ -383,6 +415,29 @@ def _objectives(read: ConfigReader) -> ServiceLevelObjectives:
         availability=float(read.string("sloAvailability", _FRACTION, fraction) or 0),
         latency_seconds=float(threshold or 0),
         latency_target=float(read.string("sloLatencyTarget", _FRACTION, fraction) or 0),
+    )
+
+
+def _blue_green(read: ConfigReader) -> BlueGreen | None:
+    """The API's blue-green settings when apiDeployStrategy is blueGreen; None for rolling updates. The thresholds
+    are read and checked whichever the strategy, so a bad one is caught before a stack switches to it."""
+    strategy = read.choice("apiDeployStrategy", API_DEPLOY_STRATEGIES)
+    ratio = read.string("rolloutMax5xxRatio", _FRACTION, "a fraction strictly between 0 and 1, such as 0.01")
+    p99 = read.string("rolloutMaxPostP99Seconds", _SECONDS, "a number of seconds such as 0.5")
+    if p99 and float(p99) == 0:
+        read.fail("rolloutMaxPostP99Seconds", p99, "must be more than 0 seconds")
+    delay = read.integer("rolloutScaleDownDelaySeconds", minimum=0, maximum=86400)
+    if delay <= ROLLOUT_ANALYSIS_SECONDS:
+        read.fail(
+            "rolloutScaleDownDelaySeconds",
+            str(delay),
+            f"must be longer than the post-promotion analysis ({ROLLOUT_ANALYSIS_SECONDS} s): Argo Rollouts cancels "
+            "that analysis when it scales the previous version down, and could no longer switch traffic back",
+        )
+    if strategy != "blueGreen":
+        return None
+    return BlueGreen(
+        max_5xx_ratio=float(ratio or 0), max_post_p99_seconds=float(p99 or 0), scale_down_delay_seconds=delay
     )
 
 
@@ -427,9 +482,10 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         database_connections=read.integer("workerDatabaseConnections", minimum=1, maximum=100),
     )
 
+    addons = frozenset(read.string_list("addons", _addon, "a list of distinct add-ons from: " + ", ".join(ADDONS)))
     stack = StackConfig(
         image=image,
-        addons=frozenset(read.string_list("addons", _addon, "a list of distinct add-ons from: " + ", ".join(ADDONS))),
+        addons=addons,
         storage_class=read.string(
             "storageClass", _K8S_NAME, "empty (cluster default) or a StorageClass name", optional=True
         )
@@ -441,6 +497,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             scale_memory_percent=read.integer("apiScaleMemoryPercent", minimum=10, maximum=100),
             requests_per_second_target=read.integer("apiRequestsPerSecondTarget", minimum=1, maximum=100_000),
             database_connections=read.integer("apiDatabaseConnections", minimum=1, maximum=100),
+            blue_green=_blue_green(read),
         ),
         workers=workers,
         engine=_engine_timings(read),

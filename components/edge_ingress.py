@@ -20,6 +20,8 @@ from components.ports import CERT_MANAGER_METRICS_PORT, ENVOY_METRICS_PORT, VALK
 from components.workload import CONTAINER_SECURITY_CONTEXT, SECCOMP_RUNTIME_DEFAULT
 
 GATEWAY_NAME = "workflow"
+# The API's run event stream (app/http/routes/events.py), as Envoy's RE2 matches a whole path.
+RUN_EVENTS_PATH = "/v1/runs/[^/]+/events"
 ENVOY_PROXY_NAME = "workflow-edge"
 ACME_SERVERS = {
     "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
@@ -215,10 +217,20 @@ class EdgeIngress(pulumi.ComponentResource):
             opts,
         )
         backend_ref = {"name": backend.service, "namespace": backend.namespace, "port": backend.port}
-        # Run event streams are long-lived WebSockets: their route has no request timeout.
-        for route, host, timeouts in (
-            ("api", edge.api_host, {}),
-            ("ws", edge.ws_host, {"timeouts": {"request": "0s"}}),
+        everything = {"path": {"type": "PathPrefix", "value": "/"}}
+        # Run event streams are long-lived WebSockets, so no request timeout on them: the whole `ws` host, and on the
+        # `api` host the streams the console opens on its own origin.
+        streaming = {"timeouts": {"request": "0s"}}
+        for route, host, rules in (
+            (
+                "api",
+                edge.api_host,
+                [
+                    {"matches": [{"path": {"type": "RegularExpression", "value": RUN_EVENTS_PATH}}], **streaming},
+                    {"matches": [everything]},
+                ],
+            ),
+            ("ws", edge.ws_host, [{"matches": [everything], **streaming}]),
         ):
             self._custom(
                 route,
@@ -227,13 +239,7 @@ class EdgeIngress(pulumi.ComponentResource):
                 {
                     "parentRefs": [{"name": GATEWAY_NAME, "sectionName": f"https-{route}"}],
                     "hostnames": [host],
-                    "rules": [
-                        {
-                            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                            "backendRefs": [backend_ref],
-                            **timeouts,
-                        }
-                    ],
+                    "rules": [{**rule, "backendRefs": [backend_ref]} for rule in rules],
                 },
                 opts,
             )

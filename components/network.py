@@ -169,6 +169,7 @@ class PlatformNamespaces:
     # Not ours to choose: the operator's release manifest creates this namespace and runs in it.
     rabbitmq_operator: str = RABBITMQ_CLUSTER_OPERATOR.namespace
     metrics_server: str = "metrics-server"
+    argo_rollouts: str = "argo-rollouts"
 
 
 def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...]) -> list[Flow]:
@@ -176,6 +177,7 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
     api = Pods(ns.app, selector_labels("api"))
     worker = Pods(ns.app, selector_labels("worker"))
     migrate = Pods(ns.app, selector_labels("migrate"))
+    smoke = Pods(ns.app, selector_labels("smoke"))
     data = Pods(ns.data)
     observability = Pods(ns.observability)
     edge = Pods(ns.edge)
@@ -192,6 +194,7 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
             "cloudnative-pg": ns.cloudnative_pg,
             "rabbitmq-operator": ns.rabbitmq_operator,
             "metrics-server": ns.metrics_server,
+            "argo-rollouts": ns.argo_rollouts,
         }.items()
     }
     data_ports = (ports.POSTGRES_PORT, ports.AMQP_PORT, ports.VALKEY_PORT)
@@ -235,10 +238,18 @@ def platform_flows(ns: PlatformNamespaces, worker_egress_cidrs: tuple[str, ...])
         Flow("scrape-edge", observability, edge, (ports.ENVOY_METRICS_PORT,)),
         Flow("scrape-cert-manager", observability, operators["cert-manager"], (ports.CERT_MANAGER_METRICS_PORT,)),
         Flow("kube-api-to-prometheus-operator", KUBE_API, observability, (ports.PROMETHEUS_OPERATOR_WEBHOOK_PORT,)),
+        # Blue-green: the smoke Job runs a workflow through the new API pods; Argo Rollouts judges them on Prometheus.
+        Flow("smoke-to-api", smoke, api, (ports.API_PORT,)),
+        Flow("argo-rollouts-to-prometheus", operators["argo-rollouts"], prometheus, (ports.PROMETHEUS_PORT,)),
         # Operators watch the API server, and the API server calls their webhooks.
         *(kube_api_access(f"{name}-kube-api", pods) for name, pods in operators.items()),
         # Envoy Gateway's namespace gets the explicit flows above instead: its Valkey answers the rate-limit pods only.
-        *(Flow(f"{name}-internal", pods, pods) for name, pods in operators.items() if name != "envoy-gateway"),
+        # Argo Rollouts' controllers elect their leader through the API server and never call each other.
+        *(
+            Flow(f"{name}-internal", pods, pods)
+            for name, pods in operators.items()
+            if name not in ("envoy-gateway", "argo-rollouts")
+        ),
         Flow("kube-api-to-cert-manager", KUBE_API, operators["cert-manager"], (ports.CERT_MANAGER_WEBHOOK_PORT,)),
         Flow("kube-api-to-cloudnative-pg", KUBE_API, operators["cloudnative-pg"], (ports.OPERATOR_WEBHOOK_PORT,)),
         Flow("kube-api-to-keda", KUBE_API, operators["keda"], keda_ports),

@@ -207,6 +207,24 @@ def service_account(name: str, namespace: pulumi.Input[str], labels: dict[str, s
     )
 
 
+def disruption_budget(
+    name: str,
+    *,
+    namespace: pulumi.Input[str],
+    labels: dict[str, str],
+    selector: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> k8s.policy.v1.PodDisruptionBudget:
+    """A budget that lets drains evict one pod of `selector` at a time, so a workload never goes down at once; every
+    long-running workload (a Deployment, or a Rollout) has one."""
+    return k8s.policy.v1.PodDisruptionBudget(
+        name,
+        metadata={"name": name, "namespace": namespace, "labels": labels},
+        spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+        opts=opts,
+    )
+
+
 def deployment(
     name: str,
     *,
@@ -221,12 +239,7 @@ def deployment(
     `replicas` is left out on purpose: the autoscaler owns it, and setting it here would reset the scale on every
     `pulumi up`.
     """
-    k8s.policy.v1.PodDisruptionBudget(
-        name,
-        metadata={"name": name, "namespace": namespace, "labels": labels},
-        spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
-        opts=opts,
-    )
+    disruption_budget(name, namespace=namespace, labels=labels, selector=selector, opts=opts)
     return k8s.apps.v1.Deployment(
         name,
         metadata={"name": name, "namespace": namespace, "labels": labels},

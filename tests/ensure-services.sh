@@ -32,7 +32,8 @@ declare -A LOGS=(
 )
 # amtool checks the Alertmanager configuration; the package's alertmanager binary proves the inhibit rules.
 # promtool checks the alerting rules and runs their unit tests (tests/infra/rules/).
-declare -A TOOL_PACKAGE=([amtool]=prometheus-alertmanager [promtool]=prometheus)
+# chromium (/usr/bin/chromium) is the browser Playwright drives in the console's tests (tests/app/test_console.py).
+declare -A TOOL_PACKAGE=([amtool]=prometheus-alertmanager [promtool]=prometheus [chromium]=chromium)
 REDIS_DIR=/var/lib/redis
 REDIS_LOG=/var/log/redis/ci.log
 HBA_LINE="host all postgres 127.0.0.1/32 trust  # added by tests/ensure-services.sh"

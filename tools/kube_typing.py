@@ -93,11 +93,20 @@ def _is_integer(schemas: list[dict]) -> bool:
 def _child(schemas: list[dict], key: str) -> dict | None:
     for schema in schemas:
         if key in schema.get("properties", {}):
-            return schema["properties"][key]
+            return _pod_spec_field(schema, key) or schema["properties"][key]
     for schema in schemas:
         if isinstance(schema.get("additionalProperties"), dict):
             return schema["additionalProperties"]
     return None
+
+
+def _pod_spec_field(schema: dict, key: str) -> dict | None:
+    """A pod spec's field that a CRD embeds without its schema (Argo Rollouts' CRDs keep `volumes` as unknown fields
+    to stay small) typed as Kubernetes' own PodSpec types it."""
+    properties = schema["properties"]
+    if "containers" not in properties or set(properties[key]) != {"x-kubernetes-preserve-unknown-fields"}:
+        return None
+    return _kubernetes_definitions()["io.k8s.api.core.v1.PodSpec"]["properties"].get(key)
 
 
 def _items(schemas: list[dict]) -> dict | None:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from components.data_plane import VALKEY_RELEASE
+from policy.validators import POD_SPEC_PATHS
 
 COMMENT_MARKER = "<!-- workflow-platform-preview -->"
 TITLE = "## Pulumi preview"
@@ -88,17 +89,6 @@ RBAC = {
     ("rbac.authorization.k8s.io", "RoleBinding"),
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
     ("core", "ServiceAccount"),
-}
-_TEMPLATE_POD_SPEC = ("spec", "template", "spec")
-POD_SPEC_PATHS = {
-    ("core", "Pod"): ("spec",),
-    ("apps", "Deployment"): _TEMPLATE_POD_SPEC,
-    ("apps", "StatefulSet"): _TEMPLATE_POD_SPEC,
-    ("apps", "DaemonSet"): _TEMPLATE_POD_SPEC,
-    ("apps", "ReplicaSet"): _TEMPLATE_POD_SPEC,
-    ("argoproj.io", "Rollout"): _TEMPLATE_POD_SPEC,
-    ("batch", "Job"): _TEMPLATE_POD_SPEC,
-    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 
 # Markdown's punctuation, and @ so a name never mentions anyone; < > & are left to html.escape.

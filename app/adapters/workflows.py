@@ -49,6 +49,23 @@ class WorkflowRecords(SqlDatabase):
             row = (await connection.execute(query.limit(1))).first()
         return _workflow(row) if row else None
 
+    async def list_workflows(self, after_name: str | None, limit: int) -> list[tuple[str, int, int]]:
+        """(name, latest version, number of versions) of each workflow, by name."""
+        query = select(workflows.c.name, func.max(workflows.c.version), func.count()).group_by(workflows.c.name)
+        if after_name is not None:
+            query = query.where(workflows.c.name > after_name)
+        async with self.reading() as connection:
+            rows = await connection.execute(query.order_by(workflows.c.name).limit(limit))
+            return [tuple(row) for row in rows]
+
+    async def list_workflow_versions(self, name: str, before_version: int | None, limit: int) -> list[Workflow]:
+        query = select(workflows).where(workflows.c.name == name)
+        if before_version is not None:
+            query = query.where(workflows.c.version < before_version)
+        async with self.reading() as connection:
+            rows = await connection.execute(query.order_by(workflows.c.version.desc()).limit(limit))
+            return [_workflow(row) for row in rows]
+
 
 def _workflow(row) -> Workflow:
     return Workflow(row.id, row.name, row.version, WorkflowSpec.from_canonical(row.definition), row.created_at)

@@ -14,6 +14,8 @@ class ReadStore(Protocol):
     """The reads `Queries` needs from the store."""
 
     async def workflow(self, name: str, version: int | None = None) -> Workflow | None: ...
+    async def list_workflows(self, after_name: str | None, limit: int) -> list[tuple[str, int, int]]: ...
+    async def list_workflow_versions(self, name: str, before_version: int | None, limit: int) -> list[Workflow]: ...
     async def get_run(self, run_id: uuid.UUID) -> tuple[Any, list[Any]] | None: ...
     async def run_statuses(self, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]: ...
     async def list_runs(
@@ -37,6 +39,14 @@ class Queries:
     async def workflow(self, name: str, version: int | None = None) -> Workflow | None:
         """The given version of a workflow, or its latest; None if there is no such workflow or version."""
         return await self._store.workflow(name, version)
+
+    async def workflows(self, after_name: str | None, limit: int) -> list[tuple[str, int, int]]:
+        """(name, latest version, number of versions) of each workflow by name, those after `after_name` if given."""
+        return await self._store.list_workflows(after_name, limit)
+
+    async def workflow_versions(self, name: str, before_version: int | None, limit: int) -> list[Workflow]:
+        """A workflow's versions newest first, those below `before_version` if given."""
+        return await self._store.list_workflow_versions(name, before_version, limit)
 
     async def run_with_steps(self, run_id: uuid.UUID) -> tuple[Any, list[Any]] | None:
         """A run and its steps in creation order; None if there is no such run."""

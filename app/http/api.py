@@ -1,6 +1,6 @@
-"""The application: the HTTP API (`/v1`), health and metrics endpoints and the run events WebSocket, composed
-from one router per resource (`routes/`), the shared dependencies (`deps.py`), the error handlers (`errors.py`)
-and the middleware (`middleware.py`)."""
+"""The application: the HTTP API (`/v1`), health and metrics endpoints, the run events WebSocket and the web
+console (`/console`, from `app/console/`), composed from one router per resource (`routes/`), the shared
+dependencies (`deps.py`), the error handlers (`errors.py`) and the middleware (`middleware.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from app import console
 from app.http import deps
 from app.http.errors import register_exception_handlers
 from app.http.middleware import BodyLimit, MeasureLatency
@@ -44,4 +45,5 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
     # object, whose path names the request in the latency metric.
     for resource in (operations, workflows, runs, dead_letters, api_keys, events):
         app.include_router(resource.router)
+    console.install(app)
     return app

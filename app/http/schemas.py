@@ -106,6 +106,29 @@ class WorkflowOut(BaseModel):
     steps: list[StepIn]
 
 
+class WorkflowSummary(BaseModel):
+    name: str
+    latest_version: int
+    versions: int = Field(description="How many versions the workflow has.")
+
+
+class WorkflowPage(BaseModel):
+    workflows: list[WorkflowSummary]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last.")
+
+
+class WorkflowVersionOut(BaseModel):
+    name: str
+    version: int
+    created_at: datetime
+    steps: list[StepIn]
+
+
+class WorkflowVersionPage(BaseModel):
+    versions: list[WorkflowVersionOut] = Field(description="Newest first.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last.")
+
+
 class RunIn(Strict):
     input: StorableObject = Field(default_factory=dict)
 
@@ -138,6 +161,7 @@ class StepOut(BaseModel):
     depends_on: list[str]
     attempt: int
     max_attempts: int
+    input: Any = Field(None, description="The step's own input, from its definition.")
     output: Any = None
     error: dict[str, Any] | None = None
     started_at: datetime | None = None

@@ -404,14 +404,18 @@ LEVELS = ("privileged", "baseline", "restricted")
 
 
 def pod_specs(manifest: dict) -> list[dict]:
-    """The pod spec a workload object runs (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod)."""
+    """The pod spec a workload object runs (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod, and
+    Argo Rollouts' Rollout), or the pod specs of the Jobs an AnalysisTemplate's job metrics run."""
     kind, spec = manifest.get("kind"), manifest.get("spec") or {}
     if kind == "Pod":
         return [spec]
     if kind == "CronJob":
         return [spec["jobTemplate"]["spec"]["template"]["spec"]]
-    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Rollout"):
         return [spec["template"]["spec"]]
+    if kind == "AnalysisTemplate":
+        jobs = [metric["provider"]["job"] for metric in spec.get("metrics", []) if "job" in metric["provider"]]
+        return [job["spec"]["template"]["spec"] for job in jobs]
     return []
 
 

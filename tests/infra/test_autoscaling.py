@@ -15,6 +15,7 @@ from components.charts import KEDA, KUBE_PROMETHEUS_STACK, METRICS_SERVER
 from tests.infra.chart_sources import pinned_folder, render
 from tests.infra.promql import selectors, unknown_series_or_labels
 from tests.infra.validation import validate
+from tests.infra.workloads import api_workload
 from tools.mock_stack import HELM_CHART, HELM_RELEASE, PROJECT, ROOT, STACKS, StackRun, reveal, run_stack
 
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
@@ -97,7 +98,7 @@ def test_the_request_rate_query_reads_only_series_the_api_exports(stack):
 
 def test_the_request_rate_query_counts_only_the_app_namespace(stack):
     query = triggers(stack, "workflow-api")["prometheus"]["metadata"]["query"]
-    namespace = stack.one("Deployment", "workflow-api")["metadata"]["namespace"]
+    namespace = api_workload(stack)["metadata"]["namespace"]
     (selector,) = selectors(query)
     matchers = {(m.name, str(m.op), m.value) for m in selector.matchers.matchers}
     assert ("namespace", str(promql_parser.MatchOp.Equal), namespace) in matchers

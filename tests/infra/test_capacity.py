@@ -107,7 +107,8 @@ def operator_made(objects: list[dict]) -> dict[str, Observed]:
 
 
 def direct(run: StackRun) -> dict[str, Observed]:
-    """What the program creates itself: its Deployments (sized by their autoscaler), Jobs and data-service CRs."""
+    """What the program creates itself: its Deployments and Rollouts (sized by their autoscaler), Jobs and
+    data-service CRs. The smoke Job of a blue-green rollout runs only while a version is analysed: it is not priced."""
     manifests = run.manifests()
     bounds = {}
     for manifest in manifests:
@@ -119,7 +120,7 @@ def direct(run: StackRun) -> dict[str, Observed]:
             )
     found = {}
     for resource in run.resources:
-        if resource.is_kubernetes_object and resource.inputs.get("kind") in ("Deployment", "Job"):
+        if resource.is_kubernetes_object and resource.inputs.get("kind") in ("Deployment", "Rollout", "Job"):
             manifest = resource.manifest()
             (spec,) = pod_specs(manifest)
             is_job = manifest["kind"] == "Job"

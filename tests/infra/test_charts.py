@@ -31,6 +31,7 @@ from tests.infra.chart_sources import (
     render,
     source_folders,
 )
+from tests.infra.workloads import api_workload
 from tools.mock_stack import HELM_CHART, HELM_RELEASE, YAML_CONFIG_FILE, StackRun, reveal, run_stack
 
 
@@ -289,7 +290,7 @@ def test_the_valkey_pod_monitor_selects_the_exporter_port(stack):
 
 
 def test_the_otlp_endpoint_is_a_service_and_port_jaeger_creates(stack):
-    api = stack.one("Deployment", "workflow-api")["spec"]["template"]["spec"]["containers"][0]
+    api = api_workload(stack)["spec"]["template"]["spec"]["containers"][0]
     (endpoint,) = [e["value"] for e in api["env"] if e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT"]
     url = urlsplit(endpoint)
     service_name, namespace = url.hostname.split(".")[:2]

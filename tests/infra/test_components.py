@@ -5,6 +5,7 @@ import math
 import pytest
 
 from components.config import RESERVED_DATABASE_CONNECTIONS
+from tests.infra.workloads import api_resource, api_workload
 from tools.config_reference import README
 from tools.mock_stack import HELM_CHART, HELM_RELEASE, reveal, run_stack
 
@@ -27,7 +28,7 @@ def env_of(container):
 
 
 def api_container(run):
-    return run.one("Deployment", "workflow-api")["spec"]["template"]["spec"]["containers"][0]
+    return api_workload(run)["spec"]["template"]["spec"]["containers"][0]
 
 
 def worker_container(run):
@@ -67,7 +68,7 @@ def test_each_stack_is_sized_for_its_environment(stacks, name):
 
 def test_the_api_rolls_out_only_after_migrations_succeed(stack):
     (migrations,) = stack.of_type("kubernetes:batch/v1:Job")
-    api = stack.resource("kubernetes:apps/v1:Deployment", "workflow-api")
+    api = api_resource(stack)
     assert migrations.urn in api.depends_on
     job = reveal(migrations.inputs)["spec"]["template"]["spec"]
     assert job["containers"][0]["args"] == ["migrate"] and job["restartPolicy"] == "Never"
@@ -114,12 +115,17 @@ def test_api_and_workers_run_on_the_lease_timings_of_the_stack_file(stack, role)
 
 
 def test_postgres_admits_every_connection_the_app_may_hold_at_its_peak(stack):
-    def surging(deployment: str, replicas: int) -> int:
-        surge = stack.one("Deployment", deployment)["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    def surging(workload: dict, replicas: int) -> int:
+        if "blueGreen" in workload["spec"]["strategy"]:
+            return 2 * replicas  # both versions in full, until the previous one scales down
+        surge = workload["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
         return math.ceil(replicas * (100 + int(surge.rstrip("%"))) / 100)
 
-    api_pods = surging("workflow-api", stack.one("ScaledObject", "workflow-api")["spec"]["maxReplicaCount"])
-    worker_pods = surging("workflow-worker", stack.one("ScaledObject", "workflow-worker")["spec"]["maxReplicaCount"])
+    api_pods = surging(api_workload(stack), stack.one("ScaledObject", "workflow-api")["spec"]["maxReplicaCount"])
+    worker_pods = surging(
+        stack.one("Deployment", "workflow-worker"),
+        stack.one("ScaledObject", "workflow-worker")["spec"]["maxReplicaCount"],
+    )
     per_pod = {
         role: int(env_of(container)["APP_DATABASE_POOL_SIZE"]["value"])
         for role, container in (("api", api_container(stack)), ("worker", worker_container(stack)))
@@ -132,7 +138,7 @@ def test_postgres_admits_every_connection_the_app_may_hold_at_its_peak(stack):
 def test_every_role_runs_the_same_image(stack):
     images = {
         container["image"]
-        for kind in ("Deployment", "Job")
+        for kind in ("Deployment", "Rollout", "Job")
         for workload in stack.kind(kind)
         for container in workload["spec"]["template"]["spec"]["containers"]
     }
@@ -156,7 +162,7 @@ def platform_pods(run):
     """Pod spec of each role: the API, the workers and the migrations Job."""
     return {
         workload["spec"]["template"]["spec"]["containers"][0]["name"]: workload["spec"]["template"]["spec"]
-        for kind in ("Deployment", "Job")
+        for kind in ("Deployment", "Rollout", "Job")
         for workload in run.kind(kind)
     }
 
@@ -231,7 +237,7 @@ def test_the_api_scales_up_fast_on_requests_cpu_and_memory(stack):
 
 
 def test_the_api_spreads_across_nodes_and_zones(stack):
-    spread = stack.one("Deployment", "workflow-api")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    spread = api_workload(stack)["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert {constraint["topologyKey"] for constraint in spread} == {
         "kubernetes.io/hostname",
         "topology.kubernetes.io/zone",
@@ -300,10 +306,11 @@ def test_valkey_runs_from_its_official_chart_with_auth_persistence_and_exporter(
 
 def test_prometheus_scrapes_the_api_and_the_workers(stack):
     monitors = {m["metadata"]["name"]: m["spec"] for m in stack.kind("ServiceMonitor")}
-    assert monitors["workflow-api"]["namespaceSelector"] == {"matchNames": ["workflow"]}
-    assert monitors["workflow-api"]["endpoints"][0]["port"] == "http"
+    pod_monitors = {m["metadata"]["name"]: m["spec"] for m in stack.kind("PodMonitor")}
+    assert pod_monitors["workflow-api"]["namespaceSelector"] == {"matchNames": ["workflow"]}
+    assert pod_monitors["workflow-api"]["podMetricsEndpoints"][0]["port"] == "http"
     assert monitors["workflow-worker"]["endpoints"][0]["port"] == "metrics"
-    assert {"postgres", "valkey"} <= {m["metadata"]["name"] for m in stack.kind("PodMonitor")}
+    assert {"postgres", "valkey"} <= pod_monitors.keys()
 
 
 def test_traces_go_to_jaeger_over_otlp(stack):
@@ -357,8 +364,8 @@ def test_each_client_is_rate_limited_and_request_bodies_are_capped(stack):
 
 def test_routes_reach_the_api_service_through_a_reference_grant(stack):
     for route in ("api", "ws"):
-        (rule,) = stack.one("HTTPRoute", route)["spec"]["rules"]
-        assert rule["backendRefs"] == [{"name": "workflow-api", "namespace": "workflow", "port": 8000}]
+        for rule in stack.one("HTTPRoute", route)["spec"]["rules"]:
+            assert rule["backendRefs"] == [{"name": "workflow-api", "namespace": "workflow", "port": 8000}]
     grant = stack.one("ReferenceGrant", "edge-routes")
     assert grant["metadata"]["namespace"] == "workflow"
     assert grant["spec"]["to"] == [{"group": "", "kind": "Service", "name": "workflow-api"}]

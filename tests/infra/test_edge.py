@@ -1,11 +1,15 @@
 """The edge as Envoy Gateway runs it: the proxy pods its controller builds from our EnvoyProxy, the global per-client
 rate limit, and the Valkey that keeps the rate limit's counters."""
 
+import re
+
 import pytest
+import starlette.routing
 
 from app.__main__ import KEEP_ALIVE_S
+from app.http.routes import events
 from components.charts import VALKEY
-from components.edge_ingress import ENVOY_PROXY_NAME, RATE_LIMIT_STORE_USERS
+from components.edge_ingress import ENVOY_PROXY_NAME, RATE_LIMIT_STORE_USERS, RUN_EVENTS_PATH
 from components.network import RATE_LIMIT_STORE
 from components.ports import VALKEY_PORT
 from tests.infra.chart_sources import pinned_folder, pod_security_violations, pod_specs, render
@@ -232,3 +236,26 @@ def test_envoy_drops_idle_connections_to_the_api_before_the_api_does(stack):
     (policy,) = [p for p in stack.kind("BackendTrafficPolicy") if p["metadata"]["name"] == "api"]
     idle = policy["spec"]["timeout"]["http"]["connectionIdleTimeout"]
     assert idle.endswith("s") and int(idle[:-1]) < KEEP_ALIVE_S
+
+
+def test_the_api_host_streams_run_events_without_a_request_timeout_as_the_console_opens_them_on_its_own_origin(stack):
+    (route,) = [r for r in stack.kind("HTTPRoute") if r["metadata"]["name"] == "api"]
+    stream_rules = [
+        rule for rule in route["spec"]["rules"] if rule["matches"][0]["path"]["type"] == "RegularExpression"
+    ]
+
+    assert [rule["timeouts"] for rule in stream_rules] == [{"request": "0s"}]
+    assert "timeouts" not in route["spec"]["rules"][-1], "only the streams go without a request timeout"
+
+
+def test_the_stream_rule_matches_the_path_the_api_serves_run_events_on_and_nothing_else():
+    (path,) = [
+        route.path
+        for route in events.router.routes
+        if isinstance(route, starlette.routing.WebSocketRoute) and route.path.endswith("/events")
+    ]
+    a_stream = path.replace("{run_id}", "0b9e2a8e-5b1f-4c11-9a7e-3c1d2f4e5a6b")
+
+    assert re.fullmatch(RUN_EVENTS_PATH, a_stream)
+    assert not re.fullmatch(RUN_EVENTS_PATH, a_stream.removesuffix("/events"))
+    assert not re.fullmatch(RUN_EVENTS_PATH, "/v1/runs/x/events/more")

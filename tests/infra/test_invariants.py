@@ -6,6 +6,7 @@ import re
 import pytest
 import yaml
 
+from tests.infra.chart_sources import pod_specs as workload_pod_specs
 from tools.mock_stack import (
     HELM_CHART,
     HELM_RELEASE,
@@ -19,18 +20,18 @@ from tools.mock_stack import (
 COMPONENT_TYPES = {
     f"{PROJECT}:index:{name}" for name in ("AppTier", "WorkerPool", "DataPlane", "Observability", "EdgeIngress")
 }
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+# Long-running workloads, autoscaled and disruption-budgeted: a Rollout is Argo Rollouts' Deployment.
+LONG_RUNNING_KINDS = ("Deployment", "Rollout")
+# Run to completion: a Job, and the Jobs an AnalysisTemplate's job metrics run.
+RUN_TO_COMPLETION_KINDS = ("Job", "AnalysisTemplate")
 REPLICA_KEYS = {"api": "apiReplicas", "worker": "workerReplicas"}
 
 
 def pod_specs(run):
+    """Every pod the stack's own objects run: workloads, and the Jobs of analysis templates."""
     for manifest in run.manifests():
-        if manifest["kind"] in WORKLOAD_KINDS:
-            yield (
-                f"{manifest['kind']}/{manifest['metadata']['name']}",
-                manifest["kind"],
-                manifest["spec"]["template"]["spec"],
-            )
+        for spec in workload_pod_specs(manifest):
+            yield f"{manifest['kind']}/{manifest['metadata']['name']}", manifest["kind"], spec
 
 
 def containers(run):
@@ -81,7 +82,7 @@ def test_every_container_has_requests_and_limits(stack):
 
 def test_every_long_running_container_has_liveness_and_readiness_probes(stack):
     for where, kind, _, container in containers(stack):
-        if kind != "Job":
+        if kind not in RUN_TO_COMPLETION_KINDS:
             assert "livenessProbe" in container and "readinessProbe" in container, where
 
 
@@ -102,14 +103,18 @@ def test_worker_autoscaler_bounds_match_the_stack_file(stack):
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == _replica_range(stack, "worker")
 
 
+def long_running(run) -> list[dict]:
+    return [m for m in run.manifests() if m["kind"] in LONG_RUNNING_KINDS]
+
+
 def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(stack):
-    for deployment in stack.kind("Deployment"):
+    for deployment in long_running(stack):
         assert "replicas" not in deployment["spec"], deployment["metadata"]["name"]
 
 
 def test_every_deployment_has_a_disruption_budget_selecting_its_pods(stack):
     budgets = stack.kind("PodDisruptionBudget")
-    for deployment in stack.kind("Deployment"):
+    for deployment in long_running(stack):
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         covering = [
             b

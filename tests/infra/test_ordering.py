@@ -14,6 +14,7 @@ from functools import cache
 import pytest
 
 from components.charts import (
+    ARGO_ROLLOUTS,
     CERT_MANAGER,
     CLOUDNATIVE_PG,
     ENVOY_GATEWAY,
@@ -22,6 +23,7 @@ from components.charts import (
 )
 from components.config import ADDONS
 from tests.infra.validation import validate
+from tests.infra.workloads import api_resource
 from tools.mock_stack import HELM_CHART, HELM_RELEASE, YAML_CONFIG_FILE, Resource, StackRun, reveal, run_stack
 
 WAIT_FOR = "pulumi.com/waitFor"
@@ -39,6 +41,7 @@ CRDS_OF_GROUP = {
     "postgresql.cnpg.io": "cloudnative-pg",
     "rabbitmq.com": "rabbitmq-cluster-operator",
     "monitoring.coreos.com": "kube-prometheus-stack",
+    "argoproj.io": "argo-rollouts",
 }
 # The resource that installs each add-on: (type, name).
 INSTALLER = {
@@ -48,6 +51,7 @@ INSTALLER = {
     "cloudnative-pg": (HELM_CHART, CLOUDNATIVE_PG.name),
     "rabbitmq-cluster-operator": (YAML_CONFIG_FILE, "rabbitmq-cluster-operator"),
     "kube-prometheus-stack": (HELM_RELEASE, KUBE_PROMETHEUS_STACK.name),
+    "argo-rollouts": (HELM_CHART, ARGO_ROLLOUTS.name),
 }
 
 
@@ -127,7 +131,7 @@ def test_pulumi_waits_until_every_rabbitmq_node_is_ready_and_the_service_answers
 
 
 def test_the_api_waits_for_migrations_and_the_broker(stack):
-    api = stack.resource(DEPLOYMENT, "workflow-api")
+    api = api_resource(stack)
     assert {the(stack, JOB).urn, the(stack, RABBITMQ_CLUSTER).urn} <= waits_for(stack)[api.urn]
 
 

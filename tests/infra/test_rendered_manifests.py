@@ -46,8 +46,11 @@ def test_written_manifests_hold_integers_where_kubernetes_types_integer(rendered
     assert checked > 100
 
 
-def test_the_app_uid_is_written_as_an_integer(rendered):
-    api = yaml.safe_load((rendered / "prod" / "workflow" / "deployment-workflow-api.yaml").read_text())
+@pytest.mark.parametrize(
+    "written", ["dev/workflow/deployment-workflow-api.yaml", "prod/workflow/rollout-workflow-api.yaml"]
+)
+def test_the_app_uid_is_written_as_an_integer(rendered, written):
+    api = yaml.safe_load((rendered / written).read_text())
     assert type(api["spec"]["template"]["spec"]["securityContext"]["runAsUser"]) is int
 
 
@@ -128,3 +131,27 @@ def _numbers(value, path=""):
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _numbers(item, f"{path}.{index}")
+
+
+@pytest.mark.parametrize(
+    ("written", "pod_spec"),
+    [
+        ("prod/workflow/rollout-workflow-api.yaml", ("spec", "template", "spec")),
+        (
+            "prod/workflow/analysistemplate-workflow-api-smoke.yaml",
+            ("spec", "metrics", 0, "provider", "job", "spec", "template", "spec"),
+        ),
+    ],
+)
+def test_a_secret_volume_mode_in_an_argo_resource_is_written_as_an_integer(rendered, written, pod_spec):
+    """Argo Rollouts' CRDs keep a pod spec's `volumes` as unknown fields: Kubernetes' PodSpec types them instead."""
+    manifest = yaml.safe_load((rendered / written).read_text())
+    for step in pod_spec:
+        manifest = manifest[step]
+    modes = [
+        volume[kind]["defaultMode"]
+        for volume in manifest["volumes"]
+        for kind in ("secret", "projected")
+        if kind in volume
+    ]
+    assert modes and all(type(mode) is int for mode in modes)

@@ -44,7 +44,8 @@ class Scrape:
 
 # Exporter family -> its scrape. Labels of the pods as their charts and operators set them (see test_network.py).
 SCRAPES = {
-    "app api": Scrape("ServiceMonitor", "workflow-api", API, "http", 8000),
+    # Pod by pod: blue-green points two Services at the API's pods once a version is promoted.
+    "app api": Scrape("PodMonitor", "workflow-api", API, "http", 8000),
     "app worker": Scrape("ServiceMonitor", "workflow-worker", WORKER, "metrics", 9100),
     "postgres": Scrape("PodMonitor", "postgres", POSTGRES, "metrics", 9187),
     "rabbitmq": Scrape("ServiceMonitor", "rabbitmq", RABBITMQ, "prometheus", 15692),

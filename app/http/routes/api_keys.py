@@ -1,4 +1,4 @@
-"""Creating, listing and revoking API keys (admin only)."""
+"""Creating, listing and revoking API keys (admin only), and which key a request is made with (any role)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from app.domain import ApiKey
 from app.http import schemas
-from app.http.deps import Admin, GateDep, PlatformDep
+from app.http.deps import Admin, GateDep, PlatformDep, Reader
 from app.http.errors import AUTHENTICATED, WITH_BODY, ApiError, error_responses
 from app.runtime import generate_api_key
 
@@ -37,6 +37,16 @@ async def create_api_key(body: schemas.ApiKeyIn, platform: PlatformDep, _key: Ad
 )
 async def list_api_keys(platform: PlatformDep, _key: Admin):
     return [_key_out(key) for key in await platform.queries.api_keys()]
+
+
+@router.get(
+    "/me",
+    response_model=schemas.ApiKeyOut,
+    responses=error_responses(*AUTHENTICATED),
+    summary="The API key this request is made with: its name and role (never its secret)",
+)
+async def current_api_key(key: Reader):
+    return _key_out(key)
 
 
 @router.delete(

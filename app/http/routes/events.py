@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import uuid
 from typing import Annotated
 
@@ -15,6 +17,10 @@ from app.runtime import Platform
 
 # The events stream looks for new events this often on its own: a doorbell ring is a hint that can be lost.
 EVENTS_POLL_S = 5
+# A browser cannot set headers on a WebSocket: the console sends its key as the subprotocol
+# `bearer.<key in unpadded base64url>` beside PROTOCOL, which the server picks, so the key is in no URL.
+PROTOCOL = "workflow-platform"
+BEARER_PROTOCOL = "bearer."
 
 router = APIRouter(prefix="/v1")
 
@@ -32,8 +38,11 @@ async def run_events(
     `run.succeeded`; after `run.failed` or `run.cancelled` it stays open `APP_EVENTS_LINGER_S`, so that a retry,
     which re-opens the run, streams on."""
     # Accept first so a refusal can carry its reason: close codes 4401, 4403, 4404 and 4429 mirror HTTP's.
-    await websocket.accept()
-    authorization = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
+    authorization = (
+        websocket.headers.get("authorization") or _bearer_in(offered) or (f"Bearer {token}" if token else None)
+    )
     try:
         await gate.admit(authorization, "read")
     except ApiError as error:
@@ -43,6 +52,17 @@ async def run_events(
         await websocket.close(code=4404, reason=f"no run {run_id}")
         return
     await _stream_events(websocket, platform, run_id, after)
+
+
+def _bearer_in(subprotocols: list[str]) -> str | None:
+    for subprotocol in subprotocols:
+        if subprotocol.startswith(BEARER_PROTOCOL):
+            encoded = subprotocol.removeprefix(BEARER_PROTOCOL)
+            try:
+                return "Bearer " + base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (ValueError, binascii.Error):
+                return None
+    return None
 
 
 async def _stream_events(websocket: WebSocket, platform: Platform, run_id: uuid.UUID, delivered: int) -> None:

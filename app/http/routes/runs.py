@@ -87,6 +87,7 @@ async def get_run(run_id: uuid.UUID, platform: PlatformDep, _key: Reader):
                 depends_on=s.depends_on,
                 attempt=s.attempt,
                 max_attempts=s.max_attempts,
+                input=s.input,
                 output=s.output,
                 error=s.error,
                 started_at=s.started_at,

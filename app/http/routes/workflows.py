@@ -1,7 +1,10 @@
-"""Registering workflows and reading their versions."""
+"""Registering workflows, listing them, and reading their versions."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -9,10 +12,11 @@ from fastapi.responses import Response
 
 from app.engine.definitions import DefinitionError
 from app.http import schemas
-from app.http.deps import INT32_MAX, PlatformDep, Reader, Submitter, WorkflowName
+from app.http.deps import INT32_MAX, PageLimit, PlatformDep, Reader, Submitter, WorkflowName
 from app.http.errors import AUTHENTICATED, WITH_BODY, ApiError, error_responses
 
 router = APIRouter(prefix="/v1", tags=["workflows"])
+Cursor = Annotated[str | None, Query(max_length=400)]
 
 
 @router.post(
@@ -33,6 +37,47 @@ async def register_workflow(body: schemas.WorkflowIn, response: Response, platfo
         raise ApiError(422, "invalid_workflow", str(error)) from None
     response.status_code = 201 if created else 200
     return _workflow_out(workflow, created)
+
+
+@router.get(
+    "/workflows",
+    response_model=schemas.WorkflowPage,
+    responses=error_responses(*AUTHENTICATED, 400),
+    summary="Registered workflows by name, with their latest version, paged by cursor",
+)
+async def list_workflows(platform: PlatformDep, _key: Reader, cursor: Cursor = None, limit: PageLimit = 50):
+    after = _decode_cursor(cursor, _name_after) if cursor else None
+    rows = await platform.queries.workflows(after, limit + 1)
+    page = rows[:limit]
+    return schemas.WorkflowPage(
+        workflows=[
+            schemas.WorkflowSummary(name=name, latest_version=latest, versions=count) for name, latest, count in page
+        ],
+        next_cursor=_encode_cursor(page[-1][0]) if len(rows) > limit else None,
+    )
+
+
+@router.get(
+    "/workflows/{name}/versions",
+    response_model=schemas.WorkflowVersionPage,
+    responses=error_responses(*AUTHENTICATED, 400, 404),
+    summary="A workflow's versions with their definitions, newest first, paged by cursor",
+)
+async def list_workflow_versions(
+    name: WorkflowName, platform: PlatformDep, _key: Reader, cursor: Cursor = None, limit: PageLimit = 50
+):
+    before = _decode_cursor(cursor, _version_before) if cursor else None
+    rows = await platform.queries.workflow_versions(name, before, limit + 1)
+    if not rows and before is None:
+        raise ApiError(404, "not_found", f"no workflow {name!r}")
+    page = rows[:limit]
+    return schemas.WorkflowVersionPage(
+        versions=[
+            schemas.WorkflowVersionOut(name=w.name, version=w.version, created_at=w.created_at, steps=_steps(w))
+            for w in page
+        ],
+        next_cursor=_encode_cursor(str(page[-1].version)) if len(rows) > limit else None,
+    )
 
 
 @router.get(
@@ -59,5 +104,34 @@ def _workflow_out(workflow, created: bool) -> schemas.WorkflowOut:
         version=workflow.version,
         created=created,
         created_at=workflow.created_at,
-        steps=[schemas.StepIn(**step) for step in workflow.spec.canonical()["steps"]],
+        steps=_steps(workflow),
     )
+
+
+def _steps(workflow) -> list[schemas.StepIn]:
+    return [schemas.StepIn(**step) for step in workflow.spec.canonical()["steps"]]
+
+
+def _encode_cursor(position: str) -> str:
+    return base64.urlsafe_b64encode(position.encode()).decode()
+
+
+def _decode_cursor(cursor: str, parse):
+    """The position a cursor this API returned names; 400 for anything else."""
+    try:
+        return parse(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except (ValueError, binascii.Error):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+
+
+def _name_after(position: str) -> str:
+    if not re.fullmatch(schemas.NAME_PATTERN, position):
+        raise ValueError(position)
+    return position
+
+
+def _version_before(position: str) -> int:
+    version = int(position)
+    if not 1 <= version <= INT32_MAX:
+        raise ValueError(position)
+    return version
