@@ -32,18 +32,10 @@ from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import create_engine, insert, select
 
 from app.adapters.database import runs, workflows
+from tools.chromium import launch as launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "console-bench-admin-key"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STATUSES = ["succeeded"] * 7 + ["failed", "cancelled", "running"]
 # Collects the page's long tasks (main thread busy over 50 ms) from its first moment on.
 OBSERVE_LONG_TASKS = """
@@ -161,7 +153,7 @@ def main() -> None:
             time.sleep(0.2)
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = launch_chromium(playwright)
             # The page's policy forbids eval, which Playwright's waits use; the browser measures, the page is as served.
             page = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900}).new_page()
             page.add_init_script(OBSERVE_LONG_TASKS)

@@ -20,18 +20,8 @@ from websockets.sync.client import connect
 
 from tests.app.conftest import ROOT
 from tests.app.test_smoke import ADMIN_KEY, dev_platform
+from tools.chromium import launch as launch_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-# Chromium's own background traffic would be refused by this machine's closed network: switched off.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "test-artifacts"
 XSS = "<img src=x onerror=alert(1)>"
 LIVE_TIMEOUT_MS = 20_000
@@ -52,7 +42,7 @@ def console_url(tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
 

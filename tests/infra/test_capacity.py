@@ -25,7 +25,7 @@ from components.edge_ingress import ENVOY_PROXY_NAME
 from tests.infra.chart_sources import CHARTS, pod_specs
 from tests.infra.test_charts import install as installed_chart
 from tests.infra.test_charts import installs
-from tools.mock_stack import StackRun
+from tools.mock_stack import ROOT, STACKS, StackRun
 
 # Pods no source here renders: kube-prometheus-stack's subcharts (not in ../shared/helm-charts) and what Envoy
 # Gateway's controller creates at run time. Their figures are cited in capacity/workloads.py instead.
@@ -255,3 +255,10 @@ def test_the_subchart_workloads_are_priced_at_the_resources_the_stack_hands_thei
     ):
         (priced,) = as_observed(listed[workload]).requests.values()
         assert priced == requests_of(subchart, handed[subchart]["resources"]), workload
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_the_readme_states_each_stacks_monthly_cost(name):
+    low, high = monthly(read_stack(name))
+    row = f"| {name} | ${low.total:,.0f} | ${high.total:,.0f} | about ${read_stack(name).promised_monthly_cost_usd:,} |"
+    assert row in (ROOT / "README.md").read_text(), f"README's cost table should say: {row}"
