@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 # How often a worker that lost the database tries to renew its leases (and so to get back to work).
 RECONNECT_S = 0.25
+# The queue's ages scan its ready steps: measured a few times per Prometheus scrape (15 s), not at every relay pass,
+# which would scan a burst's backlog twice a second.
+QUEUE_MEASURE_INTERVAL_S = 5.0
 # The error kind of a step whose outcome the database refused to store: it fails for good, never retried forever.
 UNRECORDABLE = "OutcomeNotRecordable"
 
@@ -105,6 +108,7 @@ class Worker:
             asyncio.create_task(self._complete_loop(), name="complete"),
             asyncio.create_task(self._lease_loop(), name="leases"),
             asyncio.create_task(self._relay_loop(), name="relay"),
+            asyncio.create_task(self._measure_loop(), name="measure"),
         ]
         await self.broker.consume(self.settings.queue, self.settings.prefetch, self._on_message)
         await self.broker.consume_dead_letters(self.settings.queue, self._on_dead_letter)
@@ -333,19 +337,29 @@ class Worker:
                 log.exception("relay pass failed")
 
     async def relay_once(self) -> None:
-        """Measures how long the queue's oldest ready steps have waited, republishes ready steps that are due
-        (unpublished, past their backoff, or unclaimed too long), and requeues steps whose worker stopped renewing
-        its lease. A relay whose own database path was down requeues nothing until it has worked for a full renewal
-        interval: live workers renew first."""
+        """Republishes ready steps that are due (unpublished, past their backoff, or unclaimed too long), and
+        requeues steps whose worker stopped renewing its lease. A relay whose own database path was down requeues
+        nothing until it has worked for a full renewal interval: live workers renew first."""
+        await self._republish_due()
+        if self._database_ok.is_set() and time.monotonic() - self._database_ok_since >= self.settings.lease_renew_s:
+            await self._requeue_lost()
+        metrics.RELAY_LAST_SUCCESS.labels(self.settings.queue).set_to_current_time()
+
+    async def _measure_loop(self) -> None:
+        while True:
+            await asyncio.sleep(QUEUE_MEASURE_INTERVAL_S)
+            try:
+                await self.measure_queue()
+            except Exception:  # noqa: BLE001 - measured again at the next tick
+                log.exception("measuring the queue failed")
+
+    async def measure_queue(self) -> None:
+        """How long the queue's oldest ready steps have waited, unpublished and published, and its depth."""
         queue = self.settings.queue
         unpublished_s, queued_s = await self.store.ready_step_ages(queue)
         metrics.READY_STEP_OLDEST_AGE.labels(queue).set(unpublished_s)
         metrics.QUEUE_OLDEST_MESSAGE_AGE.labels(queue).set(queued_s)
-        await self._republish_due()
-        if self._database_ok.is_set() and time.monotonic() - self._database_ok_since >= self.settings.lease_renew_s:
-            await self._requeue_lost()
         metrics.QUEUE_DEPTH.labels(queue).set(await self.broker.depth(queue))
-        metrics.RELAY_LAST_SUCCESS.labels(queue).set_to_current_time()
 
     async def _republish_due(self) -> None:
         timings = self.transitions.timings

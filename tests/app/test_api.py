@@ -382,7 +382,8 @@ async def test_runs_are_listed_newest_first_with_a_cursor(api):
 
 
 async def test_runs_can_be_filtered_by_status(api):
-    await register(api, "orders", NOOP)
+    # A step that outlasts the test: the run is still going when it is cancelled, never already succeeded.
+    await register(api, "orders", [{"name": "nap", "task": "builtin.sleep", "input": {"seconds": 5}}])
     run_id = (await start(api, "orders"))["id"]
     await api.post(f"/v1/runs/{run_id}/cancel")
     assert [r["id"] for r in (await api.get("/v1/runs", params={"status": "cancelled"})).json()["runs"]] == [run_id]

@@ -37,11 +37,11 @@ async def eventually(condition, timeout: float = 5, what: str = "condition") -> 
         await asyncio.sleep(0.05)
 
 
-async def relay_until(relay, condition, what: str, timeout: float = 5) -> None:
-    """Runs relay passes, as a worker's relay loop does, until `condition` holds after one."""
+async def repeat_until(action, condition, what: str, timeout: float = 5) -> None:
+    """Runs `action` (a relay pass, a measurement), as the worker's loop does, until `condition` holds after one."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        await relay.relay_once()
+        await action()
         if condition():
             return
         if asyncio.get_running_loop().time() > deadline:
@@ -100,12 +100,14 @@ async def test_a_ready_step_not_yet_published_shows_its_age_until_it_is(settings
         await platform.dispatcher.stop()  # the step's transaction commits, its publish waits
         await start(api, "held")
         await asyncio.sleep(0.3)
-        await relay.relay_once()
+        await relay.measure_queue()
         waiting = sample("workflow_ready_step_oldest_age_seconds", queue=queue)
         queued = sample("workflow_queue_oldest_message_age_seconds", queue=queue)
         platform.dispatcher.start()
-        await relay_until(
-            relay, lambda: sample("workflow_ready_step_oldest_age_seconds", queue=queue) == 0, "the step's publish"
+        await repeat_until(
+            relay.measure_queue,
+            lambda: sample("workflow_ready_step_oldest_age_seconds", queue=queue) == 0,
+            "the step's publish",
         )
 
     assert 0.3 <= waiting < 5 and queued == 0
@@ -121,7 +123,7 @@ async def test_a_published_step_nobody_claims_shows_its_age_in_the_queue(setting
         await platform.dispatcher.stop()  # published, and marked so
         platform.dispatcher.start()
         await asyncio.sleep(0.5)
-        await relay.relay_once()
+        await relay.measure_queue()
 
     assert 0.5 <= sample("workflow_queue_oldest_message_age_seconds", queue=queue) < 5
     assert sample("workflow_ready_step_oldest_age_seconds", queue=queue) == 0
@@ -136,7 +138,9 @@ async def test_a_step_whose_worker_stopped_renewing_its_lease_counts_as_a_lease_
         # A worker claims the step, then is never heard from again.
         claimed, _ = await platform.transitions.claim([step_id], "lost-worker", lease_s=0.1)
         assert [step.id for step in claimed] == [step_id]
-        await relay_until(relay, lambda: count("workflow_lease_expiries_total", queue=queue) > 0, "the requeue")
+        await repeat_until(
+            relay.relay_once, lambda: count("workflow_lease_expiries_total", queue=queue) > 0, "the requeue"
+        )
         await relay.relay_once()
 
     assert count("workflow_lease_expiries_total", queue=queue) == 1
