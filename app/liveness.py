@@ -20,11 +20,17 @@ log = logging.getLogger(__name__)
 BEAT_S = 1.0
 
 
+class _ProbeServer(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: while a saturated process is slow to accept, further probes' SYNs
+    # are dropped and their clients back off for seconds (1, 3, 7 s...), which a kubelet counts as failures.
+    request_queue_size = 128
+
+
 class Liveness:
     def __init__(self, host: str, port: int, stalled_after_s: float = 30):
         self.stalled_after_s = stalled_after_s
         self._last_beat = time.monotonic()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server = _ProbeServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="liveness", daemon=True)
 
