@@ -3,8 +3,11 @@ of the parameters several routes take (names, bounds, paging, the Idempotency-Ke
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Query
 from fastapi import Path as FastApiPath
@@ -107,3 +110,19 @@ def require(role: str):
 Reader = Annotated[ApiKey, Depends(require("read"))]
 Submitter = Annotated[ApiKey, Depends(require("submit"))]
 Admin = Annotated[ApiKey, Depends(require("admin"))]
+
+
+Position = TypeVar("Position")
+
+
+def encode_cursor(position: str) -> str:
+    """An opaque cursor naming where a page ended."""
+    return base64.urlsafe_b64encode(position.encode()).decode()
+
+
+def decode_cursor(cursor: str, parse: Callable[[str], Position]) -> Position:
+    """The position a cursor this API returned names, read by `parse`; 400 for anything else."""
+    try:
+        return parse(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except (ValueError, binascii.Error):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None

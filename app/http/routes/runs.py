@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
@@ -16,7 +15,16 @@ from app.engine.engine import RunRequest, UnknownWorkflowError
 from app.engine.idempotency import ConflictingKeysInBatchError, IdempotencyKeyReusedError
 from app.engine.state import RunStatus
 from app.http import schemas
-from app.http.deps import IdempotencyKey, PageLimit, PlatformDep, Reader, Submitter, WorkflowName
+from app.http.deps import (
+    IdempotencyKey,
+    PageLimit,
+    PlatformDep,
+    Reader,
+    Submitter,
+    WorkflowName,
+    decode_cursor,
+    encode_cursor,
+)
 from app.http.errors import AUTHENTICATED, WITH_BODY, ApiError, error_responses
 from app.runtime import Platform
 
@@ -177,15 +185,16 @@ def _summary(run) -> schemas.RunSummary:
 
 
 def _encode_cursor(created_at: datetime, run_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{run_id}".encode()).decode()
+    return encode_cursor(f"{created_at.isoformat()}|{run_id}")
+
+
+def _run_position(position: str) -> tuple[datetime, uuid.UUID]:
+    created_at, run_id = position.split("|")
+    return datetime.fromisoformat(created_at), uuid.UUID(run_id)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created_at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        after = datetime.fromisoformat(created_at), uuid.UUID(run_id)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+    after = decode_cursor(cursor, _run_position)
     try:
         # The database compares in UTC: a time that leaves the calendar's range there (0001-01-01T00:00+05:00)
         # is well-formed but can match nothing.

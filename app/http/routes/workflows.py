@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Annotated
 
@@ -12,7 +10,16 @@ from fastapi.responses import Response
 
 from app.engine.definitions import DefinitionError
 from app.http import schemas
-from app.http.deps import INT32_MAX, PageLimit, PlatformDep, Reader, Submitter, WorkflowName
+from app.http.deps import (
+    INT32_MAX,
+    PageLimit,
+    PlatformDep,
+    Reader,
+    Submitter,
+    WorkflowName,
+    decode_cursor,
+    encode_cursor,
+)
 from app.http.errors import AUTHENTICATED, WITH_BODY, ApiError, error_responses
 
 router = APIRouter(prefix="/v1", tags=["workflows"])
@@ -46,14 +53,14 @@ async def register_workflow(body: schemas.WorkflowIn, response: Response, platfo
     summary="Registered workflows by name, with their latest version, paged by cursor",
 )
 async def list_workflows(platform: PlatformDep, _key: Reader, cursor: Cursor = None, limit: PageLimit = 50):
-    after = _decode_cursor(cursor, _name_after) if cursor else None
+    after = decode_cursor(cursor, _name_after) if cursor else None
     rows = await platform.queries.workflows(after, limit + 1)
     page = rows[:limit]
     return schemas.WorkflowPage(
         workflows=[
             schemas.WorkflowSummary(name=name, latest_version=latest, versions=count) for name, latest, count in page
         ],
-        next_cursor=_encode_cursor(page[-1][0]) if len(rows) > limit else None,
+        next_cursor=encode_cursor(page[-1][0]) if len(rows) > limit else None,
     )
 
 
@@ -66,7 +73,7 @@ async def list_workflows(platform: PlatformDep, _key: Reader, cursor: Cursor = N
 async def list_workflow_versions(
     name: WorkflowName, platform: PlatformDep, _key: Reader, cursor: Cursor = None, limit: PageLimit = 50
 ):
-    before = _decode_cursor(cursor, _version_before) if cursor else None
+    before = decode_cursor(cursor, _version_before) if cursor else None
     rows = await platform.queries.workflow_versions(name, before, limit + 1)
     if not rows and before is None:
         raise ApiError(404, "not_found", f"no workflow {name!r}")
@@ -76,7 +83,7 @@ async def list_workflow_versions(
             schemas.WorkflowVersionOut(name=w.name, version=w.version, created_at=w.created_at, steps=_steps(w))
             for w in page
         ],
-        next_cursor=_encode_cursor(str(page[-1].version)) if len(rows) > limit else None,
+        next_cursor=encode_cursor(str(page[-1].version)) if len(rows) > limit else None,
     )
 
 
@@ -110,18 +117,6 @@ def _workflow_out(workflow, created: bool) -> schemas.WorkflowOut:
 
 def _steps(workflow) -> list[schemas.StepIn]:
     return [schemas.StepIn(**step) for step in workflow.spec.canonical()["steps"]]
-
-
-def _encode_cursor(position: str) -> str:
-    return base64.urlsafe_b64encode(position.encode()).decode()
-
-
-def _decode_cursor(cursor: str, parse):
-    """The position a cursor this API returned names; 400 for anything else."""
-    try:
-        return parse(base64.urlsafe_b64decode(cursor.encode()).decode())
-    except (ValueError, binascii.Error):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
 
 
 def _name_after(position: str) -> str:
